@@ -1,0 +1,78 @@
+// common/envelope_codec.h
+//
+// Turns Items into wire frames (one protobuf Envelope per ZeroMQ frame) and
+// frames back into Items. Decoding treats its input as hostile: it checks, in
+// this order, the frame size, that it parses, the version, then the fields
+// each body requires, and names the first check that fails. It never throws,
+// asserts or allocates more than the frame itself implies.
+//
+// Thread safety: free functions; FrameEncoder instances are not shared.
+#ifndef SLUICE_COMMON_ENVELOPE_CODEC_H_
+#define SLUICE_COMMON_ENVELOPE_CODEC_H_
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "common/item.h"
+#include "proto/sluice.pb.h"
+
+namespace sluice {
+
+inline constexpr uint32_t kWireVersion = 1;
+inline constexpr size_t kMaxStreamIdBytes = 64;
+// Largest stream: 2^40 items. Bounds what a forged count can make a sink do.
+inline constexpr uint64_t kMaxStreamCount = uint64_t{1} << 40;
+// Default per-frame limit for decoding (receivers' --max-frame-bytes).
+inline constexpr size_t kDefaultMaxFrameBytes = 1 << 20;
+
+// Why a frame was dropped. Each reason has a counter "rejected_<name>".
+enum class RejectReason {
+  kTooLarge = 0,   // Frame longer than the receiver's limit.
+  kParseError,     // Not a protobuf Envelope (garbage, truncated).
+  kBadVersion,     // Version present but not one we speak.
+  kMissingField,   // Version, body, seq or count absent.
+  kEmptyBatch,     // A batch with no items.
+  kBadStreamId,    // Stream id empty or longer than kMaxStreamIdBytes.
+  kBadCount,       // seq or count at or above kMaxStreamCount.
+};
+inline constexpr size_t kRejectReasonCount = 7;
+// Stable lower_snake names: "too_large", "parse_error", ...
+std::string_view RejectReasonName(RejectReason reason);
+
+// Decodes one frame. On success appends its items (data items, or one
+// end-of-stream Item) to `out` and returns nullopt; on failure leaves `out`
+// unchanged and returns the reason. A frame is accepted or rejected whole.
+std::optional<RejectReason> DecodeFrame(const void* data, size_t size,
+                                        size_t max_frame_bytes,
+                                        std::vector<Item>& out);
+
+// Packs items into frames. Reuses one Envelope between calls so that, in
+// steady state, encoding allocates only the frame itself.
+class FrameEncoder {
+ public:
+  // One frame holding a batch of `items` (all data items, at least one).
+  // Payloads are moved out of `items`.
+  zmq::message_t EncodeBatch(std::span<Item> items);
+  // One frame holding an end-of-stream.
+  zmq::message_t EncodeEndOfStream(const Item& end);
+
+ private:
+  zmq::message_t Serialize();
+  wire::Envelope envelope_;
+};
+
+// Bytes an item adds to a batch frame, roughly: used for batch byte caps.
+inline size_t ApproxEncodedBytes(const Item& item) {
+  return item.stream.size() + item.payload.size() + 24;
+}
+
+}  // namespace sluice
+
+#endif  // SLUICE_COMMON_ENVELOPE_CODEC_H_

@@ -1,0 +1,85 @@
+// common/frame_io.h
+//
+// The two loops at the edges of every process: ReceiveLoop (PULL socket ->
+// decode -> bounded queue of Items) and SendLoop (bounded queue of Items ->
+// batches -> PUSH socket). Each runs on its own thread and owns its socket
+// for the duration.
+//
+// Backpressure: ReceiveLoop blocks pushing into a full queue and stops
+// reading its socket, so the sender upstream meets its high-water mark.
+// SendLoop blocks in send when every peer is at its high-water mark.
+//
+// Wire input is untrusted: ReceiveLoop counts each rejected frame by reason,
+// logs one rate-limited line, drops it and goes on.
+#ifndef SLUICE_COMMON_FRAME_IO_H_
+#define SLUICE_COMMON_FRAME_IO_H_
+
+#include <chrono>
+#include <cstddef>
+#include <optional>
+
+#include <zmq.hpp>
+
+#include "common/bounded_queue.h"
+#include "common/counters.h"
+#include "common/item.h"
+#include "common/status.h"
+#include "common/stop_signal.h"
+
+namespace sluice {
+
+struct ReceiveCounters {
+  Counter rx_frames;          // Frames accepted.
+  Counter rx_items;           // Data items in accepted frames.
+  Counter rx_end_of_stream;   // End-of-stream markers accepted.
+  Counter rx_bytes;           // Bytes of accepted frames.
+  RejectCounters rejected;    // Frames dropped, by reason.
+  void AppendTo(nlohmann::json& out) const;
+};
+
+struct ReceiveOptions {
+  size_t max_frame_bytes = kDefaultMaxFrameBytes;
+  // Return kIdle after this long without an accepted frame. nullopt: never.
+  std::optional<std::chrono::milliseconds> idle_timeout;
+};
+
+enum class ReceiveEnd {
+  kStopped,      // `stop` was requested.
+  kIdle,         // No accepted frame for idle_timeout.
+  kQueueClosed,  // The consumer closed `queue`.
+};
+
+// Receives until one of ReceiveEnd happens; never closes `queue` itself.
+StatusOr<ReceiveEnd> ReceiveLoop(zmq::socket_t& socket, const StopSignal& stop,
+                                 const ReceiveOptions& options,
+                                 BoundedQueue<Item>& queue,
+                                 ReceiveCounters& counters);
+
+struct SendCounters {
+  Counter tx_frames;
+  Counter tx_items;
+  Counter tx_end_of_stream;
+  Counter tx_bytes;
+  void AppendTo(nlohmann::json& out) const;
+};
+
+struct SendOptions {
+  size_t batch_items = 128;        // Most items per frame.
+  size_t batch_bytes = 64 * 1024;  // A frame is cut once it holds this much.
+  // Once `stop` is requested, how long the loop may still take to send what
+  // reaches `queue` before it gives up.
+  std::chrono::milliseconds drain_timeout{30000};
+};
+
+// Sends everything that comes through `queue` until the queue is closed and
+// drained: packs whatever is already queued (up to the caps) into one frame
+// and sends it at once; end-of-stream markers go in frames of their own, in
+// queue order. Returns OK when drained; kUnavailable if the drain deadline
+// passed after a stop with items still unsent (the message says how many).
+Status SendLoop(zmq::socket_t& socket, const StopSignal& stop,
+                const SendOptions& options, BoundedQueue<Item>& queue,
+                SendCounters& counters);
+
+}  // namespace sluice
+
+#endif  // SLUICE_COMMON_FRAME_IO_H_

@@ -1,0 +1,83 @@
+// common/socket.h
+//
+// The one place that calls cppzmq for Sluice's data path. Opens PUSH/PULL
+// sockets with our defaults and turns cppzmq exceptions into Status.
+//
+// Defaults and why:
+//  - send/receive high-water marks count *frames*; a frame holds up to a
+//    batch of items, so hwm x batch bounds the items a socket buffers;
+//  - receivers set ZMQ_MAXMSGSIZE to twice the decode limit: a frame a little
+//    over the limit is received and counted as "too_large" by the codec; a
+//    frame far over it makes libzmq drop the connection of the peer that sent
+//    it before it is ever buffered in full (memory stays bounded);
+//  - PUSH sockets set ZMQ_IMMEDIATE, so frames wait in our queue, not in a
+//    pipe to a peer that never finished connecting;
+//  - linger is bounded (SocketOptions::linger_ms).
+//
+// Thread safety: a socket is made, used and closed by one thread.
+#ifndef SLUICE_COMMON_SOCKET_H_
+#define SLUICE_COMMON_SOCKET_H_
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "common/endpoint.h"
+#include "common/envelope_codec.h"
+#include "common/status.h"
+
+namespace sluice {
+
+struct SocketOptions {
+  int hwm = 64;                                   // Frames, each direction.
+  size_t max_frame_bytes = kDefaultMaxFrameBytes;  // Receivers' decode limit.
+  int linger_ms = 5000;                           // Bounded linger on close.
+};
+
+struct OpenedSocket {
+  zmq::socket_t socket;
+  // The actual address of each bound endpoint (ephemeral ports resolved),
+  // e.g. "tcp://127.0.0.1:41523", in the order given.
+  std::vector<std::string> bound;
+};
+
+// Creates a socket of `type` (push or pull), applies `options`, then binds or
+// connects each endpoint. kUnavailable if an address cannot be bound (in use,
+// no such interface), kInvalidArgument if libzmq rejects its syntax.
+StatusOr<OpenedSocket> OpenSocket(zmq::context_t& context,
+                                  zmq::socket_type type,
+                                  const std::vector<Endpoint>& endpoints,
+                                  const SocketOptions& options);
+
+// For READY lines and logs: the bound addresses (ports resolved) followed by
+// the connected ones, comma-separated: "tcp://0.0.0.0:5557,tcp://hub:5558".
+std::string DescribeAddresses(const std::vector<Endpoint>& endpoints,
+                              const OpenedSocket& opened);
+
+enum class WaitOutcome { kReady, kStopped, kTimedOut };
+
+// Receives one frame into `frame`. Blocks until a frame arrives (kReady),
+// `stop_fd` becomes readable (kStopped; pass -1 for none) or `timeout`
+// passes (kTimedOut; nullopt waits forever).
+StatusOr<WaitOutcome> ReceiveFrame(
+    zmq::socket_t& socket, int stop_fd,
+    std::optional<std::chrono::milliseconds> timeout, zmq::message_t& frame);
+
+// Sends one frame, blocking while every peer is at its high-water mark (or
+// none is connected). Gives up with kStopped when `stop_fd` becomes readable
+// or kTimedOut at `deadline`; the frame is then still owned by the caller.
+StatusOr<WaitOutcome> SendFrame(
+    zmq::socket_t& socket, zmq::message_t& frame, int stop_fd,
+    std::optional<std::chrono::steady_clock::time_point> deadline);
+
+// Shuts `context` down once its sockets are closed; libzmq keeps flushing
+// their queued frames for up to their linger. Returns false if the shutdown
+// took the whole linger, i.e. frames were probably dropped undelivered.
+bool TerminateContext(zmq::context_t& context, int linger_ms);
+
+}  // namespace sluice
+
+#endif  // SLUICE_COMMON_SOCKET_H_

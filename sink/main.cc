@@ -1,0 +1,122 @@
+// sluice-sink: the end of the pipeline; decides and reports completion.
+#include <unistd.h>
+
+#include <iostream>
+
+#include "common/config.h"
+#include "common/exit_codes.h"
+#include "common/flags.h"
+#include "common/log.h"
+#include "sink/sink.h"
+
+namespace sluice {
+namespace {
+
+int Main(int argc, const char* const argv[]) {
+  ProgramInfo info{
+      "sluice-sink",
+      "The end of a Sluice pipeline. Receives results on --in, counts every "
+      "(stream, sequence number) once, writes payloads to --output (in "
+      "sequence order with --ordered), and decides completion: a stream is "
+      "complete when its end-of-stream arrived and every item below its "
+      "count. Prints 'READY in=...' once bound, live progress on a terminal "
+      "(stderr), and a summary on stdout. Exits 0 after --streams complete "
+      "streams, 75 after --idle-timeout with items missing."};
+  po::options_description options("Sink flags");
+  options.add_options()
+      ("in", po::value<std::string>()->default_value("@tcp://*:5558"),
+       "input endpoint(s): @ binds, > connects, bare binds")
+      ("streams", po::value<int64_t>()->default_value(1),
+       "exit after K complete streams (0: run until stopped)")
+      ("output", po::value<std::string>(),
+       "write each result payload as a line of FILE")
+      ("ordered", po::bool_switch(),
+       "write --output in sequence order per stream (bounded reorder buffer)")
+      ("reorder-window", po::value<int64_t>()->default_value(100000),
+       "most items --ordered buffers per stream before it writes past a gap")
+      ("report", po::value<std::string>(),
+       "write the JSON report to FILE when a stream completes and on exit")
+      ("idle-timeout", po::value<double>()->default_value(0),
+       "seconds without a message, with work incomplete, before giving up "
+       "with exit 75 (0: wait forever)")
+      ("max-streams", po::value<int64_t>()->default_value(1024),
+       "most streams tracked at once; items of further streams are dropped "
+       "and counted")
+      ("progress", po::value<std::string>()->default_value("auto"),
+       "live progress on stderr: auto (if a terminal), on, off");
+  CommonFlags defaults;
+  defaults.queue_capacity = 4096;
+  AddCommonFlags(options, kReceiverFlags, defaults);
+
+  po::variables_map vm;
+  if (auto exit = ParseCommandLine(info, options, argc, argv, vm)) return *exit;
+
+  SinkOptions opts;
+  auto in = ParseEndpoints(vm["in"].as<std::string>(), Role::kBind);
+  if (!in.ok()) return ReportUsageError(info.name, "--in: " + in.status().message());
+  opts.in = *in;
+  int64_t streams = vm["streams"].as<int64_t>();
+  if (Status s = CheckRange("streams", streams, 0, 1'000'000); !s.ok()) {
+    return ReportUsageError(info.name, s.message());
+  }
+  opts.streams = static_cast<uint64_t>(streams);
+  if (vm.count("output")) opts.output = vm["output"].as<std::string>();
+  opts.ordered = vm["ordered"].as<bool>();
+  if (opts.ordered && opts.output.empty()) {
+    return ReportUsageError(info.name, "--ordered needs --output FILE");
+  }
+  int64_t window = vm["reorder-window"].as<int64_t>();
+  if (Status s = CheckRange("reorder-window", window, 1, 100'000'000); !s.ok()) {
+    return ReportUsageError(info.name, s.message());
+  }
+  opts.reorder_capacity = static_cast<size_t>(window);
+  if (vm.count("report")) opts.report = vm["report"].as<std::string>();
+  double idle = vm["idle-timeout"].as<double>();
+  if (!(idle >= 0 && idle <= 86400 * 365)) {
+    return ReportUsageError(info.name, "--idle-timeout must be 0..31536000 seconds");
+  }
+  if (idle > 0) opts.idle_timeout = std::chrono::milliseconds(static_cast<int64_t>(idle * 1000));
+  int64_t max_streams = vm["max-streams"].as<int64_t>();
+  if (Status s = CheckRange("max-streams", max_streams, 1, 1'000'000); !s.ok()) {
+    return ReportUsageError(info.name, s.message());
+  }
+  opts.max_streams = static_cast<size_t>(max_streams);
+  std::string progress = vm["progress"].as<std::string>();
+  if (progress == "auto") {
+    opts.progress = isatty(STDERR_FILENO);
+  } else if (progress == "on" || progress == "off") {
+    opts.progress = progress == "on";
+  } else {
+    return ReportUsageError(info.name, "--progress must be auto, on or off");
+  }
+  auto flags = ReadCommonFlags(vm, kReceiverFlags);
+  if (!flags.ok()) return ReportUsageError(info.name, flags.status().message());
+  opts.flags = *flags;
+  if (Status s = InitLogging(info.name, vm["log-level"].as<std::string>()); !s.ok()) {
+    return ReportUsageError(info.name, s.message());
+  }
+
+  StopSignal stop;
+  stop.InstallSignalHandlers();
+  SinkCounters counters;
+  SinkOutcome outcome;
+  Status status = RunSink(opts, stop, counters, std::cout, std::cerr, outcome);
+  spdlog::info("counters {}", counters.ToJson().dump());
+  if (!outcome.summary.empty()) std::cout << outcome.summary << std::flush;
+  if (!status.ok() && status.code() != StatusCode::kCancelled) {
+    spdlog::error("{}", status.message());
+  }
+  return ExitCodeFor(status);
+}
+
+}  // namespace
+}  // namespace sluice
+
+int main(int argc, char** argv) {
+  try {
+    return sluice::Main(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "sluice-sink: internal error: " << e.what() << "\n";
+    return sluice::kExitInternal;
+  }
+}

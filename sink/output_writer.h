@@ -1,0 +1,69 @@
+// sink/output_writer.h
+//
+// Writes result payloads to --output, one line each, and with --ordered
+// restores sequence order per stream through a bounded reorder buffer.
+//
+// The buffer holds at most `reorder_capacity` items per stream. When an item
+// would overflow it, the lowest buffered item is written out early (skipping
+// the gap below it) rather than blocking the pipeline or dropping anything;
+// an item below what was already written is written at once. Either makes the
+// output out of order, which output_in_order() then reports.
+//
+// Thread safety: none; owned by the sink's accounting thread.
+#ifndef SLUICE_SINK_OUTPUT_WRITER_H_
+#define SLUICE_SINK_OUTPUT_WRITER_H_
+
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "common/status.h"
+
+namespace sluice {
+
+class OutputWriter {
+ public:
+  // `path` empty: write nothing (but still account).
+  static StatusOr<std::unique_ptr<OutputWriter>> Open(const std::string& path,
+                                                      bool ordered,
+                                                      size_t reorder_capacity);
+  ~OutputWriter();
+  OutputWriter(const OutputWriter&) = delete;
+  OutputWriter& operator=(const OutputWriter&) = delete;
+
+  // Takes a new (never a duplicate) item of `stream`.
+  Status Write(const std::string& stream, uint64_t seq, std::string payload);
+  // Writes whatever a stream still buffers, in order (called when a stream
+  // completes or the sink stops) and flushes the file.
+  Status FlushStream(const std::string& stream);
+  Status FlushAll();
+
+  uint64_t written() const { return written_; }
+  uint64_t buffered() const { return buffered_; }
+  bool output_in_order() const { return in_order_; }
+
+ private:
+  OutputWriter(std::FILE* file, bool ordered, size_t capacity)
+      : file_(file), ordered_(ordered), capacity_(capacity) {}
+  struct Pending {
+    uint64_t next = 0;                      // Next seq to write.
+    std::map<uint64_t, std::string> items;  // Buffered, all >= next.
+  };
+  Status Line(const std::string& payload);
+  Status Drain(Pending& pending);
+
+  std::FILE* file_;
+  const bool ordered_;
+  const size_t capacity_;
+  std::unordered_map<std::string, Pending> streams_;
+  uint64_t written_ = 0;
+  uint64_t buffered_ = 0;
+  bool in_order_ = true;
+};
+
+}  // namespace sluice
+
+#endif  // SLUICE_SINK_OUTPUT_WRITER_H_

@@ -1,0 +1,70 @@
+// sink/sink.h
+//
+// The sink: the end of the pipeline and the only judge of completion.
+//
+//   receive thread (owns PULL) -> queue -> accounting thread (per-stream
+//   trackers, duplicate detection, output, reorder buffer, report)
+//
+// The caller's thread shows live progress and waits. The run ends when
+// --streams K streams are complete (OK), when no frame arrived for
+// --idle-timeout with work incomplete (kIncomplete), or on a stop request
+// (kCancelled). In every case the report is written and the output flushed.
+#ifndef SLUICE_SINK_SINK_H_
+#define SLUICE_SINK_SINK_H_
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/counters.h"
+#include "common/endpoint.h"
+#include "common/flags.h"
+#include "common/frame_io.h"
+#include "common/status.h"
+#include "common/stop_signal.h"
+
+namespace sluice {
+
+struct SinkOptions {
+  std::vector<Endpoint> in;
+  uint64_t streams = 1;           // Complete streams to wait for; 0 = forever.
+  std::string output;             // Empty: no output file.
+  bool ordered = false;
+  size_t reorder_capacity = 100000;  // Items buffered per stream, --ordered.
+  std::string report;             // Empty: no report file.
+  std::optional<std::chrono::milliseconds> idle_timeout;
+  size_t max_streams = 1024;      // Streams tracked at once.
+  bool progress = false;          // Live progress on `progress_out`.
+  CommonFlags flags;
+};
+
+struct SinkCounters {
+  ReceiveCounters receive;
+  Counter items_new;          // First arrival of a (stream, seq).
+  Counter duplicates;         // Later arrivals of one; not written.
+  Counter out_of_range;       // seq >= the stream's count; not written.
+  Counter too_many_streams;   // Items of streams beyond --max-streams.
+  Counter written;            // Lines written to --output.
+  nlohmann::json ToJson() const;
+};
+
+struct SinkOutcome {
+  nlohmann::json report;  // The report (DESIGN.md fields), also on disk.
+  std::string summary;    // A few human lines.
+};
+
+// Runs the sink. Prints "READY in=<addresses>" on `ready_out` once bound,
+// progress on `progress_out` if options.progress. Fills `outcome` in every
+// case where the socket could be opened.
+Status RunSink(const SinkOptions& options, StopSignal& stop,
+               SinkCounters& counters, std::ostream& ready_out,
+               std::ostream& progress_out, SinkOutcome& outcome);
+
+}  // namespace sluice
+
+#endif  // SLUICE_SINK_SINK_H_
