@@ -1,7 +1,11 @@
 #include "common/socket.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <cstring>
+
+#include "common/log.h"
 
 namespace sluice {
 namespace {
@@ -79,6 +83,18 @@ StatusOr<OpenedSocket> OpenSocket(zmq::context_t& context,
       s.set(zmq::sockopt::maxmsgsize,
             static_cast<int64_t>(options.max_frame_bytes) * 2);
     }
+    if (options.monitor_peers) {
+      static std::atomic<int> next_id{0};
+      std::string address =
+          "inproc://sluice-monitor-" + std::to_string(next_id++);
+      if (zmq_socket_monitor(s.handle(), address.c_str(),
+                             ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                                 ZMQ_EVENT_DISCONNECTED) != 0) {
+        throw zmq::error_t();
+      }
+      opened.monitor = zmq::socket_t(context, zmq::socket_type::pair);
+      opened.monitor.connect(address);
+    }
   } catch (const zmq::error_t& e) {
     return FromZmqError(e, "socket setup");
   }
@@ -149,6 +165,45 @@ StatusOr<WaitOutcome> SendFrame(
     if (e.num() == ETERM) return WaitOutcome::kStopped;
     return FromZmqError(e, "send");
   }
+}
+
+StatusOr<WaitOutcome> WaitForPeers(OpenedSocket& opened, int peers,
+                                   int stop_fd) {
+  int connected = 0;
+  auto next_log = std::chrono::steady_clock::now();
+  try {
+    while (connected < peers) {
+      if (std::chrono::steady_clock::now() >= next_log) {
+        spdlog::info("waiting for {} peers to connect, {} so far", peers,
+                     connected);
+        next_log += std::chrono::seconds(5);
+      }
+      StatusOr<WaitOutcome> waited =
+          Wait(opened.monitor, ZMQ_POLLIN, stop_fd, next_log);
+      if (!waited.ok()) return waited;
+      if (*waited == WaitOutcome::kStopped) return WaitOutcome::kStopped;
+      if (*waited == WaitOutcome::kTimedOut) continue;
+      // An event is two frames: 16-bit id + 32-bit value, then the address.
+      zmq::message_t event;
+      zmq::message_t address;
+      if (!opened.monitor.recv(event, zmq::recv_flags::dontwait)) continue;
+      if (event.more()) {
+        (void)opened.monitor.recv(address, zmq::recv_flags::none);
+      }
+      if (event.size() < sizeof(uint16_t)) continue;
+      uint16_t id;
+      std::memcpy(&id, event.data(), sizeof(id));
+      if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) ++connected;
+      if (id == ZMQ_EVENT_DISCONNECTED && connected > 0) --connected;
+    }
+    zmq_socket_monitor(opened.socket.handle(), nullptr, 0);
+    opened.monitor.close();
+  } catch (const zmq::error_t& e) {
+    if (e.num() == ETERM) return WaitOutcome::kStopped;
+    return FromZmqError(e, "peer monitor");
+  }
+  spdlog::info("{} peers connected", connected);
+  return WaitOutcome::kReady;
 }
 
 bool TerminateContext(zmq::context_t& context, int linger_ms) {

@@ -35,6 +35,9 @@ struct SocketOptions {
   int hwm = 64;                                   // Frames, each direction.
   size_t max_frame_bytes = kDefaultMaxFrameBytes;  // Receivers' decode limit.
   int linger_ms = 5000;                           // Bounded linger on close.
+  // Watch connections (for WaitForPeers); set up before any bind/connect so
+  // that no early peer is missed.
+  bool monitor_peers = false;
 };
 
 struct OpenedSocket {
@@ -42,6 +45,8 @@ struct OpenedSocket {
   // The actual address of each bound endpoint (ephemeral ports resolved),
   // e.g. "tcp://127.0.0.1:41523", in the order given.
   std::vector<std::string> bound;
+  // With SocketOptions::monitor_peers: receives the socket's events.
+  zmq::socket_t monitor;
 };
 
 // Creates a socket of `type` (push or pull), applies `options`, then binds or
@@ -58,6 +63,14 @@ std::string DescribeAddresses(const std::vector<Endpoint>& endpoints,
                               const OpenedSocket& opened);
 
 enum class WaitOutcome { kReady, kStopped, kTimedOut };
+
+// Blocks until at least `peers` peers have completed the ZeroMQ handshake
+// with `opened` (opened with monitor_peers), logging progress every few
+// seconds, or until `stop_fd` is readable (kStopped). Stops the monitor
+// before returning. This is the cure for PUSH's "slow joiner": the first
+// peer to connect would otherwise get everything already queued.
+StatusOr<WaitOutcome> WaitForPeers(OpenedSocket& opened, int peers,
+                                   int stop_fd);
 
 // Receives one frame into `frame`. Blocks until a frame arrives (kReady),
 // `stop_fd` becomes readable (kStopped; pass -1 for none) or `timeout`

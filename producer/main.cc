@@ -29,7 +29,10 @@ int Main(int argc, const char* const argv[]) {
       ("input", po::value<std::string>(),
        "emit one item per line of FILE ('-' = stdin) instead of --count")
       ("stream", po::value<std::string>(),
-       "stream id, 1..64 bytes (default: random, unique)");
+       "stream id, 1..64 bytes (default: random, unique)")
+      ("peers", po::value<int64_t>()->default_value(0),
+       "before sending, wait until N downstream peers are connected, so that "
+       "the first one does not get everything (0: start at once)");
   AddCommonFlags(options, kSenderFlags, defaults);
 
   po::variables_map vm;
@@ -54,6 +57,11 @@ int Main(int argc, const char* const argv[]) {
   if (opts.stream.empty() || opts.stream.size() > kMaxStreamIdBytes) {
     return ReportUsageError(info.name, "--stream must be 1..64 bytes");
   }
+  int64_t peers = vm["peers"].as<int64_t>();
+  if (Status s = CheckRange("peers", peers, 0, 100000); !s.ok()) {
+    return ReportUsageError(info.name, s.message());
+  }
+  opts.wait_peers = static_cast<int>(peers);
   auto flags = ReadCommonFlags(vm, kSenderFlags);
   if (!flags.ok()) return ReportUsageError(info.name, flags.status().message());
   opts.flags = *flags;

@@ -153,14 +153,23 @@ std::string NewStreamId() {
 Status RunProducer(const ProducerOptions& options, StopSignal& stop,
                    ProducerCounters& counters, std::ostream& ready_out) {
   zmq::context_t context(1);
+  SocketOptions socket_options = options.flags.socket;
+  socket_options.monitor_peers = options.wait_peers > 0;
   StatusOr<OpenedSocket> opened = OpenSocket(
-      context, zmq::socket_type::push, options.out, options.flags.socket);
+      context, zmq::socket_type::push, options.out, socket_options);
   if (!opened.ok()) return opened.status();
 
   std::string addresses = DescribeAddresses(options.out, *opened);
   ready_out << "READY out=" << addresses << " stream=" << options.stream
             << std::endl;
   spdlog::info("stream {}: sending to {}", options.stream, addresses);
+  if (options.wait_peers > 0) {
+    StatusOr<WaitOutcome> waited =
+        WaitForPeers(*opened, options.wait_peers, stop.fd());
+    if (!waited.ok()) return waited.status();
+    // Stopped before anyone came: still send an (empty) end-of-stream below,
+    // bounded by the drain timeout.
+  }
 
   BoundedQueue<Item> queue(options.flags.queue_capacity);
   Status read_status;

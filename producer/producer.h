@@ -37,6 +37,7 @@ struct ProducerOptions {
   uint64_t count = 1000;             // Used when `input` is unset.
   std::optional<std::string> input;  // A file path, or "-" for stdin.
   std::string stream;                // Stream id; see NewStreamId().
+  int wait_peers = 0;                // Peers to wait for before sending.
   CommonFlags flags;
 };
 

@@ -56,18 +56,21 @@ Status OutputWriter::Write(const std::string& stream, uint64_t seq,
     in_order_ = false;
     return Line(payload);
   }
-  if (seq == pending.next) {
-    Status s = Line(payload);
-    if (!s.ok()) return s;
-    ++pending.next;
-    return Drain(pending);
-  }
-  if (pending.items.size() >= capacity_) {
+  if (seq != pending.next && pending.items.size() >= capacity_) {
     // Full: give up waiting for the gap below the lowest buffered item.
     in_order_ = false;
     pending.next = pending.items.begin()->first;
     Status s = Drain(pending);
     if (!s.ok()) return s;
+  }
+  if (seq < pending.next) {  // The overflow above just skipped past it.
+    return Line(payload);
+  }
+  if (seq == pending.next) {
+    Status s = Line(payload);
+    if (!s.ok()) return s;
+    ++pending.next;
+    return Drain(pending);
   }
   pending.items.emplace(seq, std::move(payload));
   ++buffered_;

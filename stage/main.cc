@@ -34,7 +34,11 @@ int Main(int argc, const char* const argv[]) {
       ("latency-ms", po::value<std::string>(),
        "max simulated latency per op in ms, uniform in [0, max) (defaults: "
        "token 10, result 5, pass 0)");
-  AddCommonFlags(options, kSenderFlags | kReceiverFlags);
+  // Small internal queues: whatever a worker buffers, its siblings cannot
+  // take, so deep queues hurt load balance at the tail of a stream.
+  CommonFlags defaults;
+  defaults.queue_capacity = 256;
+  AddCommonFlags(options, kSenderFlags | kReceiverFlags, defaults);
 
   po::variables_map vm;
   if (auto exit = ParseCommandLine(info, options, argc, argv, vm)) return *exit;

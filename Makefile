@@ -1,0 +1,65 @@
+# Sluice: the two commands of the Quick start, and a few more.
+#
+#   make demo   install what is missing, build, run the token-then-result job
+#   make test   install what is missing, build, run every test (ctest)
+#   make bench  build and run the benchmarks
+#
+# Demo knobs: make demo N=100000 TOKEN_WORKERS=4 RESULT_WORKERS=2 \
+#                       TOKEN_THREADS=10 RESULT_THREADS=5
+
+BUILD ?= build
+BUILD_TYPE ?= RelWithDebInfo
+JOBS ?= $(shell nproc)
+N ?= 1000
+TOKEN_WORKERS ?= 3
+RESULT_WORKERS ?= 2
+TOKEN_THREADS ?= 10
+RESULT_THREADS ?= 5
+TOKEN_LATENCY_MS ?= 10
+RESULT_LATENCY_MS ?= 5
+CTEST_ARGS ?=
+
+# Debian bookworm packages: toolchain, then libraries.
+PACKAGES := cmake g++ make pkg-config \
+  libzmq3-dev cppzmq-dev libprotobuf-dev protobuf-compiler \
+  libboost-program-options-dev libgtest-dev libgmock-dev libbenchmark-dev \
+  libspdlog-dev nlohmann-json3-dev
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps build demo test bench clean
+
+all: build
+
+# Installs only what is missing, quietly; refreshes the package lists only
+# if the first attempt cannot find something.
+deps:
+	@missing=""; for p in $(PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; } || \
+	  { echo "apt-get could not install:$$missing" >&2; exit 1; }; \
+	fi
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+demo: build
+	@N=$(N) TOKEN_WORKERS=$(TOKEN_WORKERS) RESULT_WORKERS=$(RESULT_WORKERS) \
+	 TOKEN_THREADS=$(TOKEN_THREADS) RESULT_THREADS=$(RESULT_THREADS) \
+	 TOKEN_LATENCY_MS=$(TOKEN_LATENCY_MS) RESULT_LATENCY_MS=$(RESULT_LATENCY_MS) \
+	 BIN=$(BUILD)/bin deploy/run-local.sh
+
+test: build
+	@cd $(BUILD) && ctest --output-on-failure --timeout 600 -j $(JOBS) $(CTEST_ARGS)
+
+bench: build
+	@$(BUILD)/bin/sluice-bench
+
+clean:
+	rm -rf $(BUILD)

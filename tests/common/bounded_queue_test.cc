@@ -1,0 +1,150 @@
+#include "common/bounded_queue.h"
+
+#include <atomic>
+#include <numeric>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace sluice {
+namespace {
+
+TEST(BoundedQueue, PopReturnsItemsInPushOrder) {
+  BoundedQueue<int> q(4);
+  ASSERT_TRUE(q.Push(1));
+  ASSERT_TRUE(q.Push(2));
+  EXPECT_EQ(q.Pop(), 1);
+  EXPECT_EQ(q.Pop(), 2);
+}
+
+TEST(BoundedQueue, PushOnFullQueueCompletesOnlyAfterAPop) {
+  BoundedQueue<int> q(2);
+  ASSERT_TRUE(q.Push(1));
+  ASSERT_TRUE(q.Push(2));
+  std::atomic<bool> pushed{false};
+  std::thread pusher([&] {
+    ASSERT_TRUE(q.Push(3));
+    pushed = true;
+  });
+  // The pusher cannot have pushed: the queue never exceeds its capacity.
+  EXPECT_LE(q.size(), 2u);
+  EXPECT_EQ(q.Pop(), 1);
+  pusher.join();
+  EXPECT_TRUE(pushed);
+  EXPECT_EQ(q.Pop(), 2);
+  EXPECT_EQ(q.Pop(), 3);
+}
+
+TEST(BoundedQueue, PopDrainsQueuedItemsAfterClose) {
+  BoundedQueue<int> q(8);
+  ASSERT_TRUE(q.Push(1));
+  ASSERT_TRUE(q.Push(2));
+  q.Close();
+  EXPECT_EQ(q.Pop(), 1);
+  EXPECT_EQ(q.Pop(), 2);
+  EXPECT_EQ(q.Pop(), std::nullopt);
+}
+
+TEST(BoundedQueue, PushFailsAfterClose) {
+  BoundedQueue<int> q(8);
+  q.Close();
+  EXPECT_FALSE(q.Push(1));
+  EXPECT_EQ(q.size(), 0u);
+}
+
+TEST(BoundedQueue, CloseWakesBlockedConsumersAndProducers) {
+  BoundedQueue<int> empty(1);
+  BoundedQueue<int> full(1);
+  ASSERT_TRUE(full.Push(0));
+  std::thread consumer([&] { EXPECT_EQ(empty.Pop(), std::nullopt); });
+  std::thread producer([&] { EXPECT_FALSE(full.Push(1)); });
+  empty.Close();
+  full.Close();
+  consumer.join();
+  producer.join();
+}
+
+TEST(BoundedQueue, PopUpToTakesWhatIsQueuedWithoutWaitingForMore) {
+  BoundedQueue<int> q(16);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(q.Push(i));
+  std::vector<int> out;
+  EXPECT_EQ(q.PopUpTo(3, out), 3u);
+  EXPECT_EQ(q.PopUpTo(10, out), 2u);
+  EXPECT_EQ(out, (std::vector<int>{0, 1, 2, 3, 4}));
+  q.Close();
+  EXPECT_EQ(q.PopUpTo(10, out), 0u);
+}
+
+TEST(BoundedQueue, PushAllLargerThanCapacityCompletesAsConsumerDrains) {
+  BoundedQueue<int> q(3);
+  std::vector<int> items(100);
+  std::iota(items.begin(), items.end(), 0);
+  std::thread producer([&] { EXPECT_EQ(q.PushAll(items), 100u); q.Close(); });
+  std::vector<int> got;
+  while (q.PopUpTo(7, got) > 0) EXPECT_LE(q.size(), 3u);
+  producer.join();
+  std::vector<int> want(100);
+  std::iota(want.begin(), want.end(), 0);
+  EXPECT_EQ(got, want);
+}
+
+TEST(BoundedQueue, PushAllReportsHowManyWentInWhenClosed) {
+  BoundedQueue<int> q(2);
+  std::vector<int> items = {1, 2, 3, 4};
+  std::thread closer([&] {
+    EXPECT_EQ(q.Pop(), 1);  // Lets exactly one more in, then closes.
+    q.Close();
+  });
+  size_t pushed = q.PushAll(items);
+  closer.join();
+  EXPECT_GE(pushed, 2u);
+  EXPECT_LT(pushed, 4u);
+}
+
+// Many producers and consumers: every item is delivered exactly once and the
+// queue never holds more than its capacity.
+TEST(BoundedQueue, ManyProducersAndConsumersDeliverEveryItemExactlyOnce) {
+  constexpr int kProducers = 8, kConsumers = 6, kPerProducer = 20000;
+  BoundedQueue<int> q(64);
+  std::atomic<int> producers_left{kProducers};
+  std::vector<std::thread> threads;
+  for (int p = 0; p < kProducers; ++p) {
+    threads.emplace_back([&, p] {
+      for (int i = 0; i < kPerProducer; ++i) {
+        ASSERT_TRUE(q.Push(p * kPerProducer + i));
+      }
+      if (--producers_left == 0) q.Close();
+    });
+  }
+  std::vector<std::vector<int>> got(kConsumers);
+  std::atomic<bool> over_capacity{false};
+  for (int c = 0; c < kConsumers; ++c) {
+    threads.emplace_back([&, c] {
+      std::vector<int> batch;
+      while (true) {
+        if (q.size() > q.capacity()) over_capacity = true;
+        if (c % 2 == 0) {
+          auto item = q.Pop();
+          if (!item) break;
+          got[c].push_back(*item);
+        } else {
+          batch.clear();
+          if (q.PopUpTo(16, batch) == 0) break;
+          got[c].insert(got[c].end(), batch.begin(), batch.end());
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::vector<int> all;
+  for (auto& g : got) all.insert(all.end(), g.begin(), g.end());
+  ASSERT_EQ(all.size(), size_t{kProducers * kPerProducer});
+  std::set<int> unique(all.begin(), all.end());
+  EXPECT_EQ(unique.size(), all.size());
+  EXPECT_FALSE(over_capacity);
+}
+
+}  // namespace
+}  // namespace sluice

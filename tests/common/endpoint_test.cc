@@ -1,0 +1,61 @@
+#include "common/endpoint.h"
+
+#include <gtest/gtest.h>
+
+namespace sluice {
+namespace {
+
+TEST(Endpoint, AtPrefixBindsAndGreaterThanConnects) {
+  auto bind = ParseEndpoints("@tcp://*:5557", Role::kConnect);
+  ASSERT_TRUE(bind.ok()) << bind.status().message();
+  EXPECT_EQ((*bind)[0].role, Role::kBind);
+  EXPECT_EQ((*bind)[0].address, "tcp://*:5557");
+  auto connect = ParseEndpoints(">tcp://hub:5558", Role::kBind);
+  ASSERT_TRUE(connect.ok());
+  EXPECT_EQ((*connect)[0].role, Role::kConnect);
+  EXPECT_EQ((*connect)[0].address, "tcp://hub:5558");
+}
+
+TEST(Endpoint, BareEndpointTakesTheRoleDefault) {
+  auto as_bind = ParseEndpoints("tcp://*:5557", Role::kBind);
+  ASSERT_TRUE(as_bind.ok());
+  EXPECT_EQ((*as_bind)[0].role, Role::kBind);
+  auto as_connect = ParseEndpoints("tcp://localhost:5557", Role::kConnect);
+  ASSERT_TRUE(as_connect.ok());
+  EXPECT_EQ((*as_connect)[0].role, Role::kConnect);
+}
+
+TEST(Endpoint, CommaSeparatedListKeepsEachPrefix) {
+  auto list = ParseEndpoints("@tcp://127.0.0.1:*,>tcp://a:1,ipc:///tmp/x",
+                             Role::kConnect);
+  ASSERT_TRUE(list.ok()) << list.status().message();
+  ASSERT_EQ(list->size(), 3u);
+  EXPECT_EQ((*list)[0].role, Role::kBind);
+  EXPECT_EQ((*list)[1].role, Role::kConnect);
+  EXPECT_EQ((*list)[2].role, Role::kConnect);
+  EXPECT_EQ((*list)[2].address, "ipc:///tmp/x");
+  EXPECT_EQ((*list)[1].ToString(), ">tcp://a:1");
+}
+
+TEST(Endpoint, MalformedEndpointsAreRejectedWithTheOffendingPart) {
+  for (const char* bad :
+       {"", "tcp://host", "tcp://host:0x", "tcp://host:70000", "tcp://:5",
+        "udp://host:5", "host:5557", "@tcp://*:5557,", ",tcp://a:1",
+        ">tcp://*:5557", ">tcp://host:*", "ipc://", "@"}) {
+    auto parsed = ParseEndpoints(bad, Role::kConnect);
+    EXPECT_FALSE(parsed.ok()) << "accepted '" << bad << "'";
+    if (!parsed.ok()) {
+      EXPECT_EQ(parsed.status().code(), StatusCode::kInvalidArgument);
+      EXPECT_FALSE(parsed.status().message().empty());
+    }
+  }
+}
+
+TEST(Endpoint, BindMayUseAnEphemeralPort) {
+  auto parsed = ParseEndpoints("@tcp://127.0.0.1:*", Role::kConnect);
+  ASSERT_TRUE(parsed.ok());
+  EXPECT_EQ((*parsed)[0].address, "tcp://127.0.0.1:*");
+}
+
+}  // namespace
+}  // namespace sluice

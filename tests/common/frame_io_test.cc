@@ -1,0 +1,151 @@
+// ReceiveLoop and SendLoop over real ZeroMQ sockets (inproc and tcp on an
+// ephemeral port), in one process.
+#include "common/frame_io.h"
+
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "common/socket.h"
+#include "proto/sluice.pb.h"
+
+namespace sluice {
+namespace {
+
+struct Pair {
+  zmq::context_t context{1};
+  OpenedSocket pull;
+  OpenedSocket push;
+};
+
+std::unique_ptr<Pair> Connect(const std::string& transport) {
+  auto pair = std::make_unique<Pair>();
+  SocketOptions options;
+  options.max_frame_bytes = 1000;
+  options.linger_ms = 1000;
+  std::string address = transport == "tcp" ? "tcp://127.0.0.1:*"
+                                           : "inproc://frame-io-test";
+  auto pull = OpenSocket(pair->context, zmq::socket_type::pull,
+                         {{Role::kBind, address}}, options);
+  EXPECT_TRUE(pull.ok()) << pull.status().message();
+  pair->pull = std::move(*pull);
+  auto push = OpenSocket(pair->context, zmq::socket_type::push,
+                         {{Role::kConnect, pair->pull.bound[0]}}, options);
+  EXPECT_TRUE(push.ok()) << push.status().message();
+  pair->push = std::move(*push);
+  return pair;
+}
+
+class FrameIo : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(FrameIo, SendLoopBatchesItemsAndSendsEndOfStreamInItsOwnFrame) {
+  auto pair = Connect(GetParam());
+  StopSignal stop;
+  BoundedQueue<Item> out(100);
+  for (uint64_t i = 0; i < 10; ++i) {
+    Item item;
+    item.stream = "s";
+    item.seq = i;
+    item.payload = std::to_string(i);
+    ASSERT_TRUE(out.Push(std::move(item)));
+  }
+  ASSERT_TRUE(out.Push(Item::EndOfStream("s", 10)));
+  out.Close();
+  SendCounters sent;
+  SendOptions options;
+  options.batch_items = 4;
+  ASSERT_TRUE(SendLoop(pair->push.socket, stop, options, out, sent).ok());
+  EXPECT_EQ(sent.tx_items.value(), 10u);
+  EXPECT_EQ(sent.tx_end_of_stream.value(), 1u);
+  EXPECT_EQ(sent.tx_frames.value(), 4u);  // 4 + 4 + 2 items, then the end.
+
+  BoundedQueue<Item> in(100);
+  ReceiveCounters received;
+  ReceiveOptions receive;
+  receive.idle_timeout = std::chrono::milliseconds(300);
+  auto end = ReceiveLoop(pair->pull.socket, stop, receive, in, received);
+  ASSERT_TRUE(end.ok());
+  EXPECT_EQ(*end, ReceiveEnd::kIdle);
+  EXPECT_EQ(received.rx_items.value(), 10u);
+  EXPECT_EQ(received.rx_end_of_stream.value(), 1u);
+  in.Close();
+  std::vector<Item> items;
+  while (in.PopUpTo(100, items) > 0) {
+  }
+  ASSERT_EQ(items.size(), 11u);
+  for (uint64_t i = 0; i < 10; ++i) EXPECT_EQ(items[i].seq, i);
+  EXPECT_TRUE(items[10].end_of_stream);
+}
+
+TEST_P(FrameIo, ReceiveLoopCountsRejectsByReasonAndKeepsServing) {
+  auto pair = Connect(GetParam());
+  auto send_raw = [&](const std::string& bytes) {
+    zmq::message_t frame(bytes.data(), bytes.size());
+    ASSERT_TRUE(pair->push.socket.send(frame, zmq::send_flags::none));
+  };
+  send_raw("garbage\xff\xff");
+  wire::Envelope wrong_version;
+  wrong_version.set_version(9);
+  wrong_version.mutable_end_of_stream()->set_stream("s");
+  wrong_version.mutable_end_of_stream()->set_count(1);
+  send_raw(wrong_version.SerializeAsString());
+  send_raw(std::string(1500, 'x'));  // Over 1000, under the socket's 2000.
+  FrameEncoder encoder;
+  zmq::message_t end = encoder.EncodeEndOfStream(Item::EndOfStream("s", 0));
+  ASSERT_TRUE(pair->push.socket.send(end, zmq::send_flags::none));
+
+  StopSignal stop;
+  BoundedQueue<Item> in(100);
+  ReceiveCounters counters;
+  ReceiveOptions options;
+  options.max_frame_bytes = 1000;
+  options.idle_timeout = std::chrono::milliseconds(300);
+  auto result = ReceiveLoop(pair->pull.socket, stop, options, in, counters);
+  ASSERT_TRUE(result.ok());
+  EXPECT_EQ(counters.rejected.value(RejectReason::kParseError), 1u);
+  EXPECT_EQ(counters.rejected.value(RejectReason::kBadVersion), 1u);
+  EXPECT_EQ(counters.rejected.value(RejectReason::kTooLarge), 1u);
+  EXPECT_EQ(counters.rejected.total(), 3u);
+  EXPECT_EQ(counters.rx_end_of_stream.value(), 1u);
+  EXPECT_EQ(in.size(), 1u);
+}
+
+TEST_P(FrameIo, ReceiveLoopReturnsPromptlyOnStop) {
+  auto pair = Connect(GetParam());
+  StopSignal stop;
+  BoundedQueue<Item> in(1);
+  ReceiveCounters counters;
+  std::thread stopper([&] { stop.Request(); });
+  auto result = ReceiveLoop(pair->pull.socket, stop, {}, in, counters);
+  stopper.join();
+  ASSERT_TRUE(result.ok());
+  EXPECT_EQ(*result, ReceiveEnd::kStopped);
+}
+
+TEST_P(FrameIo, SendLoopGivesUpAfterTheDrainTimeoutWhenNobodyReceives) {
+  zmq::context_t context(1);
+  auto push = OpenSocket(context, zmq::socket_type::push,
+                         {{Role::kBind, GetParam() == "tcp"
+                                            ? "tcp://127.0.0.1:*"
+                                            : "inproc://nobody"}},
+                         {});
+  ASSERT_TRUE(push.ok());
+  StopSignal stop;
+  stop.Request();
+  BoundedQueue<Item> out(10);
+  ASSERT_TRUE(out.Push(Item::EndOfStream("s", 0)));
+  out.Close();
+  SendCounters counters;
+  SendOptions options;
+  options.drain_timeout = std::chrono::milliseconds(100);
+  Status status = SendLoop(push->socket, stop, options, out, counters);
+  EXPECT_EQ(status.code(), StatusCode::kUnavailable);
+  EXPECT_EQ(counters.tx_frames.value(), 0u);
+  push->socket.set(zmq::sockopt::linger, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, FrameIo,
+                         ::testing::Values("inproc", "tcp"));
+
+}  // namespace
+}  // namespace sluice
