@@ -42,6 +42,9 @@ int Main(int argc, const char* const argv[]) {
       ("max-streams", po::value<int64_t>()->default_value(1024),
        "most streams tracked at once; items of further streams are dropped "
        "and counted")
+      ("max-rate", po::value<double>()->default_value(0),
+       "take at most N items/s (a deliberately slow consumer, to see "
+       "backpressure at work; 0: unlimited)")
       ("progress", po::value<std::string>()->default_value("auto"),
        "live progress on stderr: auto (if a terminal), on, off");
   CommonFlags defaults;
@@ -81,6 +84,10 @@ int Main(int argc, const char* const argv[]) {
     return ReportUsageError(info.name, s.message());
   }
   opts.max_streams = static_cast<size_t>(max_streams);
+  opts.max_rate = vm["max-rate"].as<double>();
+  if (!(opts.max_rate >= 0 && opts.max_rate <= 1e9)) {
+    return ReportUsageError(info.name, "--max-rate must be 0..1e9 items/s");
+  }
   std::string progress = vm["progress"].as<std::string>();
   if (progress == "auto") {
     opts.progress = isatty(STDERR_FILENO);

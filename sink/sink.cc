@@ -214,6 +214,7 @@ class Accounting {
     s["latency_ms"] = {{"p50", t.latency().Quantile(0.5) / 1000},
                        {"p99", t.latency().Quantile(0.99) / 1000}};
     s["out_of_range"] = t.out_of_range();
+    s["after_end_of_stream"] = t.after_end_of_stream();
     return s;
   }
 
@@ -334,9 +335,18 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
   Status account_status;
   std::thread accountant([&] {
     std::vector<Item> items;
+    auto throttle_start = std::chrono::steady_clock::now();
+    uint64_t taken = 0;
     while (true) {
       items.clear();
-      if (queue.PopUpTo(kAccountRun, items) == 0) break;
+      if (queue.PopUpTo(options.max_rate > 0 ? 1 : kAccountRun, items) == 0) break;
+      if (options.max_rate > 0) {
+        // --max-rate: the deliberate throttle of a slow consumer.
+        taken += items.size();
+        std::this_thread::sleep_until(
+            throttle_start + std::chrono::microseconds(static_cast<int64_t>(
+                                 taken * 1e6 / options.max_rate)));
+      }
       StatusOr<std::vector<std::string>> completed = accounting.Take(items);
       if (!completed.ok()) {
         account_status = completed.status();

@@ -40,6 +40,7 @@ struct SinkOptions {
   std::optional<std::chrono::milliseconds> idle_timeout;
   size_t max_streams = 1024;      // Streams tracked at once.
   bool progress = false;          // Live progress on `progress_out`.
+  double max_rate = 0;            // Items/s taken at most; 0 = unlimited.
   CommonFlags flags;
 };
 

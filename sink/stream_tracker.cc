@@ -118,6 +118,7 @@ StreamTracker::Outcome StreamTracker::AcceptItem(
   if (produced_at_us > 0) latency_.Record(now_us - produced_at_us);
   if (count_) {
     ++in_range_;
+    ++after_end_;
     CheckComplete(now);
   }
   return Outcome::kNew;

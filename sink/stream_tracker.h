@@ -88,6 +88,8 @@ class StreamTracker {
   uint64_t duplicates() const { return duplicates_; }
   uint64_t out_of_range() const { return out_of_range_; }
   uint64_t conflicting_ends() const { return conflicting_ends_; }
+  // New items that arrived after the end-of-stream (it overtook them).
+  uint64_t after_end_of_stream() const { return after_end_; }
   // With a known count: count - unique below it. Without: a lower bound,
   // the gaps below the highest seq seen.
   uint64_t missing() const;
@@ -114,6 +116,7 @@ class StreamTracker {
   uint64_t duplicates_ = 0;
   uint64_t out_of_range_ = 0;
   uint64_t conflicting_ends_ = 0;
+  uint64_t after_end_ = 0;
   std::optional<uint64_t> highest_seq_;
   bool in_order_ = true;
   std::optional<std::chrono::steady_clock::time_point> first_at_;

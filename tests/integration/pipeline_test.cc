@@ -1,0 +1,374 @@
+// End-to-end tests of the pipeline: the real binaries as separate processes
+// on 127.0.0.1, ephemeral ports, each started after the READY line of what it
+// connects to. Each test names the DESIGN.md guarantee or issue point it
+// checks.
+#include <signal.h>
+
+#include <fstream>
+#include <sstream>
+
+#include <gtest/gtest.h>
+
+#include "tests/integration/job.h"
+
+namespace sluice::testing {
+namespace {
+
+constexpr auto kJobTimeout = std::chrono::seconds(120);
+
+std::string ExpectedResults(int n) {
+  std::string s;
+  for (int i = 0; i < n; ++i) s += "result_" + std::to_string(i) + "\n";
+  return s;
+}
+
+// producer -> token x T -> hub -> result x R -> sink, as in `make demo`.
+struct TokenThenResultJob {
+  TempDir dir;
+  std::unique_ptr<Process> sink, hub, producer;
+  std::vector<std::unique_ptr<Process>> token, result;
+  std::string sink_in, hub_in, hub_out, producer_out;
+
+  void StartSink(Args extra = {}) {
+    Args args = {"--in", "@tcp://127.0.0.1:*", "--output", dir.File("out.txt"),
+                 "--ordered", "--report", dir.File("report.json"),
+                 "--idle-timeout", "60", "--progress", "off"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    sink = Start("sluice-sink", args);
+    sink_in = sink->WaitReady()["in"];
+  }
+  void StartHub() {
+    hub = Start("sluice-stage", {"--op", "pass", "--in", "@tcp://127.0.0.1:*",
+                                 "--out", "@tcp://127.0.0.1:*"});
+    auto ready = hub->WaitReady();
+    hub_in = ready["in"];
+    hub_out = ready["out"];
+  }
+  void StartResultWorkers(int count, Args extra = {}) {
+    for (int i = 0; i < count; ++i) {
+      Args args = {"--op", "result", "--in", ">" + hub_out, "--out", ">" + sink_in};
+      args.insert(args.end(), extra.begin(), extra.end());
+      result.push_back(Start("sluice-stage", args));
+      result.back()->WaitReady();
+    }
+  }
+  void StartProducer(int n, int peers, Args extra = {}) {
+    Args args = {"--out", "@tcp://127.0.0.1:*", "--count", std::to_string(n),
+                 "--peers", std::to_string(peers)};
+    args.insert(args.end(), extra.begin(), extra.end());
+    producer = Start("sluice-producer", args);
+    producer_out = producer->WaitReady()["out"];
+  }
+  std::unique_ptr<Process> StartTokenWorker(Args extra = {}) {
+    Args args = {"--op", "token", "--in", ">" + producer_out, "--out", ">" + hub_in};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto worker = Start("sluice-stage", args);
+    worker->WaitReady();
+    return worker;
+  }
+  void StartAll(int n, int token_workers, int result_workers,
+                Args token_extra = {}, Args result_extra = {}) {
+    StartSink();
+    StartHub();
+    StartResultWorkers(result_workers, result_extra);
+    StartProducer(n, token_workers);
+    for (int i = 0; i < token_workers; ++i) token.push_back(StartTokenWorker(token_extra));
+  }
+  // Waits for the sink and the producer, then stops every stage with SIGTERM
+  // and checks that each drained and exited 0.
+  int Finish() {
+    int sink_code = sink->Wait(kJobTimeout).value_or(-1);
+    EXPECT_EQ(producer->Wait(kJobTimeout), 0) << producer->err();
+    std::vector<Process*> stages;
+    for (auto& p : token) stages.push_back(p.get());
+    if (hub) stages.push_back(hub.get());
+    for (auto& p : result) stages.push_back(p.get());
+    for (Process* p : stages) p->Signal(SIGTERM);
+    for (Process* p : stages) EXPECT_EQ(p->Wait(std::chrono::seconds(60)), 0) << p->err();
+    return sink_code;
+  }
+  nlohmann::json Report() { return ReadReport(dir.File("report.json")); }
+};
+
+void ExpectCompleteExactly(const nlohmann::json& report, int n) {
+  EXPECT_EQ(report["complete"], true) << report.dump(2);
+  EXPECT_EQ(report["expected"], n);
+  EXPECT_EQ(report["unique"], n);
+  EXPECT_EQ(report["missing"], 0);
+  EXPECT_EQ(report["duplicates"], 0);
+  EXPECT_EQ(report["written"], n);
+}
+
+// Issue 2, 9a: N = 1000, 3 token workers, a hub, 2 result workers.
+TEST(Pipeline, TokenThenResultJobCompletesWithThreeTokenWorkersAHubAndTwoResultWorkers) {
+  TokenThenResultJob job;
+  job.StartAll(1000, 3, 2);
+  ASSERT_EQ(job.Finish(), 0) << job.sink->err();
+  nlohmann::json report = job.Report();
+  ExpectCompleteExactly(report, 1000);
+  EXPECT_EQ(report["output_in_order"], true);
+  EXPECT_EQ(ReadFile(job.dir.File("out.txt")), ExpectedResults(1000));
+  for (const char* field : {"elapsed_s", "items_per_s"}) {
+    EXPECT_GT(report[field].get<double>(), 0) << field;
+  }
+  EXPECT_GT(report["latency_ms"]["p99"].get<double>(), 0);
+  ASSERT_EQ(report["streams"].size(), 1u);
+  EXPECT_EQ(report["streams"][0]["unique"], 1000);
+  EXPECT_NE(job.sink->out().find("COMPLETE: 1000 of 1000"), std::string::npos)
+      << job.sink->out();
+  // Every token worker took part: --peers stopped the first from taking all.
+  for (auto& worker : job.token) {
+    EXPECT_GT(worker->LastCounters()["processed_0_token"].get<uint64_t>(), 0u);
+  }
+}
+
+// DESIGN.md, fused stages: one stage process runs the whole chain.
+TEST(Pipeline, FusedTokenResultStagesRunTheWholeJob) {
+  TempDir dir;
+  auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--output",
+                                    dir.File("out.txt"), "--ordered", "--report",
+                                    dir.File("report.json"), "--progress", "off"});
+  std::string sink_in = sink->WaitReady()["in"];
+  auto producer = Start("sluice-producer", {"--out", "@tcp://127.0.0.1:*",
+                                            "--count", "500", "--peers", "2"});
+  std::string producer_out = producer->WaitReady()["out"];
+  std::vector<std::unique_ptr<Process>> workers;
+  for (int i = 0; i < 2; ++i) {
+    workers.push_back(Start("sluice-stage", {"--op", "token,result", "--threads",
+                                             "10,5", "--in", producer_out,
+                                             "--out", sink_in}));
+    workers.back()->WaitReady();
+  }
+  ASSERT_EQ(sink->Wait(kJobTimeout), 0) << sink->err();
+  ASSERT_EQ(producer->Wait(kJobTimeout), 0);
+  for (auto& w : workers) w->Signal(SIGTERM);
+  for (auto& w : workers) EXPECT_EQ(w->Wait(std::chrono::seconds(30)), 0);
+  ExpectCompleteExactly(ReadReport(dir.File("report.json")), 500);
+  EXPECT_EQ(ReadFile(dir.File("out.txt")), ExpectedResults(500));
+}
+
+// DESIGN.md wire rules, issue 2 9b: the end-of-stream may overtake items that
+// travel through another worker; the sink still completes the stream.
+TEST(Pipeline, EndOfStreamOvertakingItemsThroughAnotherWorkerStillCompletes) {
+  TempDir dir;
+  auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--output",
+                                    dir.File("out.txt"), "--ordered", "--report",
+                                    dir.File("report.json"), "--progress", "off"});
+  std::string sink_in = sink->WaitReady()["in"];
+  // Two paths into the sink: a slow worker for the items, a fast one for the
+  // end-of-stream.
+  Injector slow_path, fast_path;
+  auto slow = Start("sluice-stage", {"--op", "pass", "--threads", "1",
+                                     "--latency-ms", "100", "--in",
+                                     ">" + slow_path.address(), "--out", sink_in});
+  slow->WaitReady();
+  auto fast = Start("sluice-stage", {"--op", "pass", "--in",
+                                     ">" + fast_path.address(), "--out", sink_in});
+  fast->WaitReady();
+  slow_path.Send(BatchFrame("overtaken", {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}));
+  fast_path.Send(EndOfStreamFrame("overtaken", 10));
+  ASSERT_EQ(sink->Wait(kJobTimeout), 0) << sink->err();
+  nlohmann::json report = ReadReport(dir.File("report.json"));
+  ExpectCompleteExactly(report, 10);
+  // The end-of-stream really did arrive first.
+  EXPECT_GT(report["streams"][0]["after_end_of_stream"].get<int>(), 0) << report.dump(2);
+  EXPECT_EQ(ReadFile(dir.File("out.txt")), ExpectedResults(10));
+  slow->Signal(SIGTERM);
+  fast->Signal(SIGTERM);
+  EXPECT_EQ(slow->Wait(std::chrono::seconds(30)), 0);
+  EXPECT_EQ(fast->Wait(std::chrono::seconds(30)), 0);
+}
+
+// DESIGN.md wire rules, issue 2 8 and 9c: garbage, oversized and
+// wrong-version frames sent to a running stage and sink are counted by
+// reason and dropped; the processes keep serving; the job completes exactly.
+TEST(Pipeline, BadFramesInjectedIntoARunningStageAndSinkAreCountedAndTheJobCompletes) {
+  TokenThenResultJob job;
+  job.StartSink({"--max-frame-bytes", "65536"});
+  Injector into_sink(job.sink_in);
+  job.StartProducer(3000, 2);
+  Injector into_stage;  // The token workers connect to it as a second input.
+  for (int i = 0; i < 2; ++i) {
+    job.token.push_back(Start(
+        "sluice-stage", {"--op", "token,result", "--threads", "8,4",
+                         "--latency-ms", "2,1", "--max-frame-bytes", "65536",
+                         "--in", ">" + job.producer_out + ",>" + into_stage.address(),
+                         "--out", job.sink_in}));
+    job.token.back()->WaitReady();
+  }
+  const std::vector<std::string> bad = {
+      std::string("\x0a\xff\xff\xff\xff garbage", 13),  // parse_error
+      BatchFrame("s", {1, 2, 3}).substr(0, 9),          // truncated
+      VersionedFrame(2),                                // bad_version
+      std::string(80000, '\x01'),                       // too_large
+  };
+  for (int round = 0; round < 2; ++round) {  // One round per token worker.
+    for (const std::string& frame : bad) {
+      into_stage.Send(frame);
+      into_sink.Send(frame);
+    }
+  }
+  // Far over twice the limit: libzmq drops the sender's connection.
+  into_sink.Send(std::string(200000, '\x02'));
+  ASSERT_EQ(job.Finish(), 0) << job.sink->err();
+  nlohmann::json report = job.Report();
+  ExpectCompleteExactly(report, 3000);
+  EXPECT_EQ(report["rejected"]["rejected_parse_error"], 4);
+  EXPECT_EQ(report["rejected"]["rejected_bad_version"], 2);
+  EXPECT_EQ(report["rejected"]["rejected_too_large"], 2);
+  uint64_t stage_parse = 0, stage_version = 0, stage_large = 0;
+  std::string stage_logs;
+  for (auto& worker : job.token) {
+    stage_logs += worker->err();
+    nlohmann::json c = worker->LastCounters();
+    stage_parse += c["rejected_parse_error"].get<uint64_t>();
+    stage_version += c["rejected_bad_version"].get<uint64_t>();
+    stage_large += c["rejected_too_large"].get<uint64_t>();
+  }
+  EXPECT_NE(stage_logs.find("rx.reject"), std::string::npos);
+  EXPECT_EQ(stage_parse, 4u);
+  EXPECT_EQ(stage_version, 2u);
+  EXPECT_EQ(stage_large, 2u);
+  EXPECT_NE(job.sink->err().find("rx.reject"), std::string::npos);
+}
+
+// DESIGN.md completion rule, issue 2 9e: an item that never arrives makes the
+// sink give up after --idle-timeout with exit 75, and the report says how
+// many (and which) are missing.
+TEST(Pipeline, ItemThatNeverArrivesMakesTheSinkExit75WithTheMissingCount) {
+  TempDir dir;
+  auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--report",
+                                    dir.File("report.json"), "--idle-timeout",
+                                    "1", "--progress", "off"});
+  std::string sink_in = sink->WaitReady()["in"];
+  Injector producer(sink_in);
+  producer.Send(BatchFrame("gappy", {0, 1, 2, 3, 4, 6, 7, 8, 9}));
+  producer.Send(EndOfStreamFrame("gappy", 10));
+  ASSERT_EQ(sink->Wait(std::chrono::seconds(30)), 75) << sink->err();
+  nlohmann::json report = ReadReport(dir.File("report.json"));
+  EXPECT_EQ(report["complete"], false);
+  EXPECT_EQ(report["missing"], 1);
+  EXPECT_EQ(report["unique"], 9);
+  EXPECT_EQ(report["streams"][0]["missing_seqs"], nlohmann::json::array({5}));
+  EXPECT_NE(sink->out().find("INCOMPLETE"), std::string::npos) << sink->out();
+}
+
+TEST(Pipeline, SinkWithNothingToDoExits75AfterTheIdleTimeout) {
+  auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*",
+                                    "--idle-timeout", "0.3", "--progress", "off"});
+  sink->WaitReady();
+  EXPECT_EQ(sink->Wait(std::chrono::seconds(30)), 75);
+}
+
+// Duplicates (as replays will produce) are counted and never written twice.
+TEST(Pipeline, DuplicateItemsAreCountedAndWrittenOnce) {
+  TempDir dir;
+  auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--output",
+                                    dir.File("out.txt"), "--report",
+                                    dir.File("report.json"), "--progress", "off"});
+  Injector producer(sink->WaitReady()["in"]);
+  producer.Send(BatchFrame("dup", {0, 1, 2}));
+  producer.Send(BatchFrame("dup", {1, 2, 3}));
+  producer.Send(EndOfStreamFrame("dup", 4));
+  ASSERT_EQ(sink->Wait(std::chrono::seconds(30)), 0) << sink->err();
+  nlohmann::json report = ReadReport(dir.File("report.json"));
+  EXPECT_EQ(report["complete"], true);
+  EXPECT_EQ(report["received"], 6);
+  EXPECT_EQ(report["unique"], 4);
+  EXPECT_EQ(report["duplicates"], 2);
+  std::string out = ReadFile(dir.File("out.txt"));
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 4);
+}
+
+// Several producers into one sink: --streams K waits for K complete streams.
+TEST(Pipeline, SinkWaitsForStreamsFromSeveralProducers) {
+  TempDir dir;
+  auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--streams",
+                                    "2", "--report", dir.File("report.json"),
+                                    "--progress", "off"});
+  std::string sink_in = sink->WaitReady()["in"];
+  auto a = Start("sluice-producer", {"--out", ">" + sink_in, "--count", "300",
+                                     "--stream", "alpha"});
+  auto b = Start("sluice-producer", {"--out", ">" + sink_in, "--count", "200",
+                                     "--stream", "beta"});
+  ASSERT_EQ(sink->Wait(kJobTimeout), 0) << sink->err();
+  EXPECT_EQ(a->Wait(kJobTimeout), 0);
+  EXPECT_EQ(b->Wait(kJobTimeout), 0);
+  nlohmann::json report = ReadReport(dir.File("report.json"));
+  EXPECT_EQ(report["complete"], true);
+  EXPECT_EQ(report["unique"], 500);
+  EXPECT_EQ(report["streams_complete"], 2);
+}
+
+// Producer --input: one item per line of a file or of stdin.
+TEST(Pipeline, ProducerEmitsOneItemPerLineOfStdin) {
+  TempDir dir;
+  auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--output",
+                                    dir.File("out.txt"), "--ordered", "--report",
+                                    dir.File("report.json"), "--progress", "off"});
+  std::string sink_in = sink->WaitReady()["in"];
+  auto producer = Start("sluice-producer", {"--out", ">" + sink_in, "--input", "-"},
+                        std::string("alpha\nbeta\n\ngamma"));
+  ASSERT_EQ(sink->Wait(kJobTimeout), 0) << sink->err();
+  EXPECT_EQ(producer->Wait(kJobTimeout), 0) << producer->err();
+  EXPECT_EQ(ReadFile(dir.File("out.txt")), "alpha\nbeta\n\ngamma\n");
+  EXPECT_EQ(ReadReport(dir.File("report.json"))["expected"], 4);
+}
+
+TEST(Pipeline, ProducerRejectsAnOverlongInputLineWithExit64) {
+  TempDir dir;
+  std::string path = dir.File("big.txt");
+  std::ofstream(path) << "ok\n" << std::string(2 << 20, 'x') << "\n";
+  std::string err;
+  EXPECT_EQ(RunToExit("sluice-producer", {"--out", "@tcp://127.0.0.1:*",
+                                          "--input", path, "--linger-ms", "0"},
+                      nullptr, &err),
+            64);
+  EXPECT_NE(err.find("line 2"), std::string::npos) << err;
+}
+
+// Issue 2 9f: a slow sink. The producer and the stages block instead of
+// buffering: their resident memory stays bounded while a stream far larger
+// than that bound flows through, and the run completes.
+TEST(Pipeline, SlowSinkMakesProducerAndStagesBlockRatherThanGrow) {
+  constexpr int kItems = 6000;
+  constexpr size_t kPayload = 4096;  // 24 MiB in all.
+  TempDir dir;
+  {
+    std::ofstream input(dir.File("input.txt"));
+    for (int i = 0; i < kItems; ++i) input << std::string(kPayload, 'a' + i % 26) << "\n";
+  }
+  auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--report",
+                                    dir.File("report.json"), "--max-rate", "3000",
+                                    "--hwm", "4", "--queue", "64", "--progress", "off"});
+  std::string sink_in = sink->WaitReady()["in"];
+  auto stage = Start("sluice-stage", {"--op", "pass", "--in", "@tcp://127.0.0.1:*",
+                                      "--out", ">" + sink_in, "--hwm", "4",
+                                      "--queue", "64", "--batch-items", "16"});
+  std::string stage_in = stage->WaitReady()["in"];
+  auto producer = Start("sluice-producer", {"--out", ">" + stage_in, "--input",
+                                            dir.File("input.txt"), "--hwm", "4",
+                                            "--queue", "64", "--batch-items", "16"});
+  producer->WaitReady();
+  long peak_producer = 0, peak_stage = 0;
+  int samples = 0;
+  // Sample memory every 50 ms until the sink is done (this wait is the
+  // sampling period, not a synchronisation).
+  while (!sink->Wait(std::chrono::milliseconds(50))) {
+    peak_producer = std::max(peak_producer, producer->RssKib());
+    peak_stage = std::max(peak_stage, stage->RssKib());
+    ++samples;
+  }
+  EXPECT_EQ(sink->Wait(std::chrono::seconds(0)), 0) << sink->err();
+  EXPECT_EQ(producer->Wait(kJobTimeout), 0) << producer->err();
+  stage->Signal(SIGTERM);
+  EXPECT_EQ(stage->Wait(std::chrono::seconds(30)), 0);
+  EXPECT_GT(samples, 10);  // The sink really was the bottleneck (~2 s).
+  ExpectCompleteExactly(ReadReport(dir.File("report.json")), kItems);
+  // The whole stream is 24 MiB; each process holds at most a few MiB of it.
+  EXPECT_LT(peak_producer, 16 * 1024) << "producer grew to " << peak_producer << " KiB";
+  EXPECT_LT(peak_stage, 16 * 1024) << "stage grew to " << peak_stage << " KiB";
+}
+
+}  // namespace
+}  // namespace sluice::testing
