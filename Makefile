@@ -18,6 +18,8 @@ RESULT_THREADS ?= 5
 TOKEN_LATENCY_MS ?= 10
 RESULT_LATENCY_MS ?= 5
 CTEST_ARGS ?=
+BENCH_ITEMS ?= 1000000
+BENCH_RUNS ?= 3
 
 # Debian bookworm packages: toolchain, then libraries.
 PACKAGES := cmake g++ make pkg-config \
@@ -59,7 +61,8 @@ test: build
 	@cd $(BUILD) && ctest --output-on-failure --timeout 600 -j $(JOBS) $(CTEST_ARGS)
 
 bench: build
-	@$(BUILD)/bin/sluice-bench
+	@$(BUILD)/bin/sluice-microbench --benchmark_min_time=0.2
+	@$(BUILD)/bin/sluice-bench $(BENCH_ITEMS) $(BENCH_RUNS)
 
 clean:
 	rm -rf $(BUILD)

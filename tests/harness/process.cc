@@ -13,7 +13,7 @@
 #include <fstream>
 #include <sstream>
 
-#include <gtest/gtest.h>
+#include <iostream>
 
 extern char** environ;
 
@@ -25,11 +25,16 @@ std::string BinaryPath(const std::string& name) {
 
 Process::Process(std::vector<std::string> argv,
                  std::optional<std::string> stdin_data,
-                 std::vector<std::string> extra_env) {
+                 std::vector<std::string> extra_env,
+                 FailureHandler on_failure)
+    : on_failure_(on_failure ? std::move(on_failure)
+                             : [](const std::string& message) {
+                                 std::cerr << "harness: " << message << "\n";
+                               }) {
   int out_pipe[2], err_pipe[2], in_pipe[2];
   if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0 ||
       pipe2(in_pipe, O_CLOEXEC) != 0) {
-    ADD_FAILURE() << "pipe: " << std::strerror(errno);
+    on_failure_(std::string("pipe: ") + std::strerror(errno));
     return;
   }
   posix_spawn_file_actions_t actions;
@@ -55,7 +60,7 @@ Process::Process(std::vector<std::string> argv,
   close(err_pipe[1]);
   close(in_pipe[0]);
   if (rc != 0) {
-    ADD_FAILURE() << "cannot start " << argv[0] << ": " << std::strerror(rc);
+    on_failure_("cannot start " + argv[0] + ": " + std::strerror(rc));
     pid_ = -1;
     close(out_pipe[0]);
     close(err_pipe[0]);
@@ -124,10 +129,9 @@ std::map<std::string, std::string> Process::WaitReady(
     return open_streams_ < 2;  // stdout closed: it will never come.
   };
   if (!changed_.wait_for(lock, timeout, found) || line_start == std::string::npos) {
-    ADD_FAILURE() << "no READY line from pid " << pid_ << " within "
-                  << timeout.count() << " ms; stdout:\n"
-                  << out_ << "\nstderr:\n"
-                  << err_;
+    on_failure_("no READY line from pid " + std::to_string(pid_) + " within " +
+                std::to_string(timeout.count()) + " ms; stdout:\n" + out_ +
+                "\nstderr:\n" + err_);
     return {};
   }
   std::string line = out_.substr(line_start, out_.find('\n', line_start) - line_start);

@@ -1,6 +1,6 @@
 // tests/harness/process.h
 //
-// Process runs one real Sluice binary for an integration test: its stdout and
+// Process runs one real Sluice binary for a test or a benchmark: its stdout and
 // stderr are collected by reader threads, WaitReady() blocks until the READY
 // line (no sleeps), Wait() blocks until exit with a deadline (pidfd + poll).
 // The destructor kills and reaps whatever is still running, so a failing test
@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -33,9 +34,13 @@ class Process {
  public:
   // Starts argv[0] (a path) with the rest as arguments; `stdin_data`, if
   // given, is written to its stdin, which is then closed.
+  // Failures of the harness itself (cannot spawn, no READY line) go to
+  // `on_failure`; by default they are printed to stderr.
+  using FailureHandler = std::function<void(const std::string&)>;
   explicit Process(std::vector<std::string> argv,
                    std::optional<std::string> stdin_data = std::nullopt,
-                   std::vector<std::string> extra_env = {});
+                   std::vector<std::string> extra_env = {},
+                   FailureHandler on_failure = nullptr);
   ~Process();
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;
@@ -43,7 +48,7 @@ class Process {
   pid_t pid() const { return pid_; }
 
   // Waits for a stdout line starting with "READY" and returns its key=value
-  // pairs. Fails the test (ADD_FAILURE) and returns {} on timeout or exit.
+  // pairs. Reports a failure and returns {} on timeout or exit.
   std::map<std::string, std::string> WaitReady(
       std::chrono::milliseconds timeout = std::chrono::seconds(20));
 
@@ -64,6 +69,7 @@ class Process {
  private:
   void ReadLoop(int fd, std::string* sink);
 
+  FailureHandler on_failure_;
   pid_t pid_ = -1;
   int pidfd_ = -1;
   std::optional<int> exit_code_;

@@ -23,7 +23,9 @@ using Args = std::vector<std::string>;
 inline std::unique_ptr<Process> Start(const std::string& binary, Args args,
                                       std::optional<std::string> input = {}) {
   args.insert(args.begin(), BinaryPath(binary));
-  return std::make_unique<Process>(std::move(args), std::move(input));
+  return std::make_unique<Process>(
+      std::move(args), std::move(input), std::vector<std::string>{},
+      [](const std::string& message) { ADD_FAILURE() << message; });
 }
 
 // Runs a binary to completion and returns its exit code.
