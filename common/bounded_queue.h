@@ -14,7 +14,9 @@
 #ifndef SLUICE_COMMON_BOUNDED_QUEUE_H_
 #define SLUICE_COMMON_BOUNDED_QUEUE_H_
 
+#include <algorithm>
 #include <cassert>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
@@ -102,6 +104,27 @@ class BoundedQueue {
     } else if (n > 1) {
       not_full_.notify_all();
     }
+    return n;
+  }
+
+  // Like PopUpTo(), but gives up at `deadline`: nullopt then (the queue was
+  // empty and open all along); 0 once closed and drained.
+  template <typename Clock, typename Duration>
+  std::optional<size_t> PopUpToUntil(
+      size_t max_items, std::vector<T>& out,
+      std::chrono::time_point<Clock, Duration> deadline) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!not_empty_.wait_until(lock, deadline,
+                               [&] { return closed_ || !items_.empty(); })) {
+      return std::nullopt;
+    }
+    size_t n = std::min(max_items, items_.size());
+    for (size_t i = 0; i < n; ++i) {
+      out.push_back(std::move(items_.front()));
+      items_.pop_front();
+    }
+    lock.unlock();
+    if (n > 0) not_full_.notify_all();
     return n;
   }
 

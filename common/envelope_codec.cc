@@ -27,16 +27,22 @@ std::string_view RejectReasonName(RejectReason reason) {
       return "bad_stream_id";
     case RejectReason::kBadCount:
       return "bad_count";
+    case RejectReason::kWrongKind:
+      return "wrong_kind";
+    case RejectReason::kBadAckRange:
+      return "bad_ack_range";
   }
   return "unknown";
 }
 
-std::optional<RejectReason> DecodeFrame(const void* data, size_t size,
-                                        size_t max_frame_bytes,
-                                        std::vector<Item>& out) {
+namespace {
+
+// Size, parse and version checks shared by every decoder; `envelope` is a
+// thread-local message reused between calls.
+std::optional<RejectReason> ParseEnvelope(const void* data, size_t size,
+                                          size_t max_frame_bytes,
+                                          wire::Envelope& envelope) {
   if (size > max_frame_bytes) return RejectReason::kTooLarge;
-  // Reused per thread: parsing into a cleared message keeps its allocations.
-  thread_local wire::Envelope envelope;
   envelope.Clear();
   if (size > static_cast<size_t>(INT32_MAX) ||
       !envelope.ParseFromArray(data, static_cast<int>(size))) {
@@ -44,7 +50,18 @@ std::optional<RejectReason> DecodeFrame(const void* data, size_t size,
   }
   if (!envelope.has_version()) return RejectReason::kMissingField;
   if (envelope.version() != kWireVersion) return RejectReason::kBadVersion;
+  return std::nullopt;
+}
 
+}  // namespace
+
+std::optional<RejectReason> DecodeFrame(const void* data, size_t size,
+                                        size_t max_frame_bytes,
+                                        std::vector<Item>& out) {
+  thread_local wire::Envelope envelope;
+  if (auto reject = ParseEnvelope(data, size, max_frame_bytes, envelope)) {
+    return reject;
+  }
   switch (envelope.body_case()) {
     case wire::Envelope::kBatch: {
       auto* items = envelope.mutable_batch()->mutable_items();
@@ -73,10 +90,53 @@ std::optional<RejectReason> DecodeFrame(const void* data, size_t size,
           Item::EndOfStream(std::move(*end->mutable_stream()), end->count()));
       return std::nullopt;
     }
+    case wire::Envelope::kAck:
+      return RejectReason::kWrongKind;
     case wire::Envelope::BODY_NOT_SET:
       break;
   }
   return RejectReason::kMissingField;
+}
+
+std::optional<RejectReason> DecodeAck(const void* data, size_t size,
+                                      size_t max_frame_bytes, AckMessage& out) {
+  thread_local wire::Envelope envelope;
+  if (auto reject = ParseEnvelope(data, size, max_frame_bytes, envelope)) {
+    return reject;
+  }
+  if (envelope.body_case() == wire::Envelope::BODY_NOT_SET) {
+    return RejectReason::kMissingField;
+  }
+  if (envelope.body_case() != wire::Envelope::kAck) {
+    return RejectReason::kWrongKind;
+  }
+  if (!ValidStreamId(envelope.ack_stream())) return RejectReason::kBadStreamId;
+  const wire::Ack& ack = envelope.ack();
+  if (ack.ranges_size() % 2 != 0) return RejectReason::kBadAckRange;
+  for (int i = 0; i < ack.ranges_size(); i += 2) {
+    if (ack.ranges(i) >= ack.ranges(i + 1) ||
+        ack.ranges(i + 1) > kMaxStreamCount) {
+      return RejectReason::kBadAckRange;
+    }
+  }
+  out.stream = std::move(*envelope.mutable_ack_stream());
+  out.ranges.clear();
+  for (int i = 0; i < ack.ranges_size(); i += 2) {
+    out.ranges.emplace_back(ack.ranges(i), ack.ranges(i + 1));
+  }
+  out.end_of_stream = ack.end_of_stream();
+  out.complete = ack.complete();
+  return std::nullopt;
+}
+
+std::string AckTopic(std::string_view stream) {
+  // Field 1 (version, varint) = kWireVersion, then field 4 (ack_stream,
+  // length-delimited): tag 0x22, a one-byte length (ids are <= 64 bytes).
+  static_assert(kWireVersion < 128 && kMaxStreamIdBytes < 128);
+  std::string topic = {'\x08', static_cast<char>(kWireVersion), '\x22',
+                       static_cast<char>(stream.size())};
+  topic.append(stream);
+  return topic;
 }
 
 zmq::message_t FrameEncoder::EncodeBatch(std::span<Item> items) {
@@ -99,6 +159,21 @@ zmq::message_t FrameEncoder::EncodeEndOfStream(const Item& end) {
   envelope_.set_version(kWireVersion);
   envelope_.mutable_end_of_stream()->set_stream(end.stream);
   envelope_.mutable_end_of_stream()->set_count(end.count);
+  return Serialize();
+}
+
+zmq::message_t FrameEncoder::EncodeAck(const AckMessage& ack) {
+  envelope_.Clear();
+  envelope_.set_version(kWireVersion);
+  envelope_.set_ack_stream(ack.stream);
+  wire::Ack* body = envelope_.mutable_ack();
+  body->mutable_ranges()->Reserve(static_cast<int>(ack.ranges.size() * 2));
+  for (const auto& [begin, end] : ack.ranges) {
+    body->add_ranges(begin);
+    body->add_ranges(end);
+  }
+  body->set_end_of_stream(ack.end_of_stream);
+  body->set_complete(ack.complete);
   return Serialize();
 }
 

@@ -41,8 +41,11 @@ enum class RejectReason {
   kEmptyBatch,     // A batch with no items.
   kBadStreamId,    // Stream id empty or longer than kMaxStreamIdBytes.
   kBadCount,       // seq or count at or above kMaxStreamCount.
+  kWrongKind,      // A valid body of the wrong kind for this socket (an ack
+                   // on a data socket, data on an ack socket).
+  kBadAckRange,    // Ack ranges odd in number, empty or out of bounds.
 };
-inline constexpr size_t kRejectReasonCount = 7;
+inline constexpr size_t kRejectReasonCount = 9;
 // Stable lower_snake names: "too_large", "parse_error", ...
 std::string_view RejectReasonName(RejectReason reason);
 
@@ -53,6 +56,22 @@ std::optional<RejectReason> DecodeFrame(const void* data, size_t size,
                                         size_t max_frame_bytes,
                                         std::vector<Item>& out);
 
+// An acknowledgement from the sink (see Ack in proto/sluice.proto).
+struct AckMessage {
+  std::string stream;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;  // [begin, end)
+  bool end_of_stream = false;
+  bool complete = false;
+};
+
+// Decodes an ack frame, with the same checks as DecodeFrame plus the ranges.
+std::optional<RejectReason> DecodeAck(const void* data, size_t size,
+                                      size_t max_frame_bytes, AckMessage& out);
+
+// The bytes every ack frame for `stream` starts with: subscribe a SUB socket
+// to this to receive the acks of one stream only.
+std::string AckTopic(std::string_view stream);
+
 // Packs items into frames. Reuses one Envelope between calls so that, in
 // steady state, encoding allocates only the frame itself.
 class FrameEncoder {
@@ -62,6 +81,8 @@ class FrameEncoder {
   zmq::message_t EncodeBatch(std::span<Item> items);
   // One frame holding an end-of-stream.
   zmq::message_t EncodeEndOfStream(const Item& end);
+  // One ack frame; starts with AckTopic(ack.stream).
+  zmq::message_t EncodeAck(const AckMessage& ack);
 
  private:
   zmq::message_t Serialize();

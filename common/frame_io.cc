@@ -69,91 +69,84 @@ StatusOr<ReceiveEnd> ReceiveLoop(zmq::socket_t& socket, const StopSignal& stop,
   return ReceiveEnd::kStopped;
 }
 
-namespace {
-
-// Sends one frame, switching to the drain deadline once a stop is seen.
-// Returns false if the deadline passed (the frame is then unsent).
-StatusOr<bool> SendWithDrain(
-    zmq::socket_t& socket, zmq::message_t& frame, const StopSignal& stop,
-    const SendOptions& options,
-    std::optional<std::chrono::steady_clock::time_point>& deadline) {
+Status BatchSender::SendFrame(zmq::message_t frame, uint64_t n_items,
+                              bool end) {
+  const uint64_t count = n_items + (end ? 1 : 0);
+  if (unsent_ > 0) {  // Past the drain deadline: count, don't wait again.
+    unsent_ += count;
+    return Status::Ok();
+  }
+  const size_t bytes = frame.size();
   while (true) {
-    if (!deadline && stop.requested()) {
-      deadline = std::chrono::steady_clock::now() + options.drain_timeout;
+    if (!deadline_ && stop_.requested()) {
+      deadline_ = std::chrono::steady_clock::now() + options_.drain_timeout;
     }
-    StatusOr<WaitOutcome> sent =
-        SendFrame(socket, frame, deadline ? -1 : stop.fd(), deadline);
+    StatusOr<WaitOutcome> sent = sluice::SendFrame(
+        socket_, frame, deadline_ ? -1 : stop_.fd(), deadline_);
     if (!sent.ok()) return sent.status();
-    if (*sent == WaitOutcome::kReady) return true;
-    if (*sent == WaitOutcome::kTimedOut) return false;
+    if (*sent == WaitOutcome::kReady) break;
+    if (*sent == WaitOutcome::kTimedOut) {
+      unsent_ += count;
+      return Status::Ok();
+    }
     // kStopped: loop to start the drain deadline.
   }
+  counters_.tx_frames.Add();
+  counters_.tx_bytes.Add(bytes);
+  if (end) {
+    counters_.tx_end_of_stream.Add();
+  } else {
+    counters_.tx_items.Add(n_items);
+  }
+  return Status::Ok();
 }
 
-}  // namespace
+Status BatchSender::Send(std::span<Item> items) {
+  size_t begin = 0;
+  size_t bytes = 0;
+  size_t run = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (items[i].end_of_stream) {
+      if (run > 0) {
+        Status s = SendFrame(encoder_.EncodeBatch(items.subspan(begin, run)),
+                             run, false);
+        if (!s.ok()) return s;
+      }
+      Status s = SendFrame(encoder_.EncodeEndOfStream(items[i]), 0, true);
+      if (!s.ok()) return s;
+      begin = i + 1;
+      bytes = 0;
+      run = 0;
+      continue;
+    }
+    bytes += ApproxEncodedBytes(items[i]);
+    ++run;
+    if (bytes >= options_.batch_bytes || run == options_.batch_items ||
+        i + 1 == items.size()) {
+      Status s = SendFrame(encoder_.EncodeBatch(items.subspan(begin, run)),
+                           run, false);
+      if (!s.ok()) return s;
+      begin = i + 1;
+      bytes = 0;
+      run = 0;
+    }
+  }
+  return Status::Ok();
+}
 
 Status SendLoop(zmq::socket_t& socket, const StopSignal& stop,
                 const SendOptions& options, BoundedQueue<Item>& queue,
                 SendCounters& counters) {
-  FrameEncoder encoder;
+  BatchSender sender(socket, stop, options, counters);
   std::vector<Item> items;
-  std::optional<std::chrono::steady_clock::time_point> deadline;
-  uint64_t unsent = 0;
-  auto send = [&](zmq::message_t frame, uint64_t n_items,
-                  bool end) -> Status {
-    if (unsent > 0) {  // Past the deadline: count, don't wait again.
-      unsent += n_items + (end ? 1 : 0);
-      return Status::Ok();
-    }
-    size_t bytes = frame.size();
-    StatusOr<bool> sent = SendWithDrain(socket, frame, stop, options, deadline);
-    if (!sent.ok()) return sent.status();
-    if (!*sent) {
-      unsent += n_items + (end ? 1 : 0);
-      return Status::Ok();
-    }
-    counters.tx_frames.Add();
-    counters.tx_bytes.Add(bytes);
-    if (end) {
-      counters.tx_end_of_stream.Add();
-    } else {
-      counters.tx_items.Add(n_items);
-    }
-    return Status::Ok();
-  };
-
   while (true) {
     items.clear();
     if (queue.PopUpTo(options.batch_items, items) == 0) break;
-    size_t begin = 0;
-    size_t bytes = 0;
-    for (size_t i = 0; i < items.size(); ++i) {
-      if (items[i].end_of_stream) {
-        if (i > begin) {
-          Status s = send(encoder.EncodeBatch(std::span(items).subspan(
-                              begin, i - begin)),
-                          i - begin, false);
-          if (!s.ok()) return s;
-        }
-        Status s = send(encoder.EncodeEndOfStream(items[i]), 0, true);
-        if (!s.ok()) return s;
-        begin = i + 1;
-        bytes = 0;
-        continue;
-      }
-      bytes += ApproxEncodedBytes(items[i]);
-      if (bytes >= options.batch_bytes || i + 1 == items.size()) {
-        Status s = send(encoder.EncodeBatch(std::span(items).subspan(
-                            begin, i + 1 - begin)),
-                        i + 1 - begin, false);
-        if (!s.ok()) return s;
-        begin = i + 1;
-        bytes = 0;
-      }
-    }
+    Status s = sender.Send(items);
+    if (!s.ok()) return s;
   }
-  if (unsent > 0) {
-    return Unavailable(std::to_string(unsent) +
+  if (sender.unsent() > 0) {
+    return Unavailable(std::to_string(sender.unsent()) +
                        " items and end-of-stream markers could not be sent "
                        "within the drain timeout: nobody downstream took them");
   }

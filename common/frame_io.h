@@ -17,11 +17,13 @@
 #include <chrono>
 #include <cstddef>
 #include <optional>
+#include <span>
 
 #include <zmq.hpp>
 
 #include "common/bounded_queue.h"
 #include "common/counters.h"
+#include "common/envelope_codec.h"
 #include "common/item.h"
 #include "common/status.h"
 #include "common/stop_signal.h"
@@ -69,6 +71,34 @@ struct SendOptions {
   // Once `stop` is requested, how long the loop may still take to send what
   // reaches `queue` before it gives up.
   std::chrono::milliseconds drain_timeout{30000};
+};
+
+// Packs items into frames and sends them on one socket: a run of data items
+// becomes frames of at most batch_items / batch_bytes; each end-of-stream
+// goes in a frame of its own, in order. Blocks while peers are at their
+// high-water mark. Once `stop` is requested, sends are bounded by the drain
+// timeout; what misses it is counted in unsent().
+class BatchSender {
+ public:
+  BatchSender(zmq::socket_t& socket, const StopSignal& stop,
+              const SendOptions& options, SendCounters& counters)
+      : socket_(socket), stop_(stop), options_(options), counters_(counters) {}
+
+  // Sends `items` (payloads are moved out). Fails only on a socket error.
+  Status Send(std::span<Item> items);
+  // Items and end-of-stream markers that missed the drain deadline.
+  uint64_t unsent() const { return unsent_; }
+
+ private:
+  Status SendFrame(zmq::message_t frame, uint64_t n_items, bool end);
+
+  zmq::socket_t& socket_;
+  const StopSignal& stop_;
+  const SendOptions& options_;
+  SendCounters& counters_;
+  FrameEncoder encoder_;
+  std::optional<std::chrono::steady_clock::time_point> deadline_;
+  uint64_t unsent_ = 0;
 };
 
 // Sends everything that comes through `queue` until the queue is closed and
