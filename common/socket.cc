@@ -78,6 +78,10 @@ StatusOr<OpenedSocket> OpenSocket(zmq::context_t& context,
     if (type == zmq::socket_type::push) {
       s.set(zmq::sockopt::sndhwm, options.hwm);
       s.set(zmq::sockopt::immediate, 1);
+    } else if (type == zmq::socket_type::pub ||
+               type == zmq::socket_type::xpub) {
+      s.set(zmq::sockopt::sndhwm, options.hwm);
+      if (type == zmq::socket_type::xpub) s.set(zmq::sockopt::xpub_verbose, 1);
     } else {
       s.set(zmq::sockopt::rcvhwm, options.hwm);
       s.set(zmq::sockopt::maxmsgsize,
@@ -167,19 +171,26 @@ StatusOr<WaitOutcome> SendFrame(
   }
 }
 
-StatusOr<WaitOutcome> WaitForPeers(OpenedSocket& opened, int peers,
-                                   int stop_fd) {
+StatusOr<WaitOutcome> WaitForPeers(
+    OpenedSocket& opened, int peers, int stop_fd,
+    std::optional<std::chrono::milliseconds> timeout) {
   int connected = 0;
   auto next_log = std::chrono::steady_clock::now();
+  std::optional<std::chrono::steady_clock::time_point> give_up;
+  if (timeout) give_up = next_log + *timeout;
   try {
     while (connected < peers) {
+      if (give_up && std::chrono::steady_clock::now() >= *give_up) {
+        return WaitOutcome::kTimedOut;
+      }
       if (std::chrono::steady_clock::now() >= next_log) {
         spdlog::info("waiting for {} peers to connect, {} so far", peers,
                      connected);
         next_log += std::chrono::seconds(5);
       }
-      StatusOr<WaitOutcome> waited =
-          Wait(opened.monitor, ZMQ_POLLIN, stop_fd, next_log);
+      StatusOr<WaitOutcome> waited = Wait(
+          opened.monitor, ZMQ_POLLIN, stop_fd,
+          give_up ? std::min(next_log, *give_up) : next_log);
       if (!waited.ok()) return waited;
       if (*waited == WaitOutcome::kStopped) return WaitOutcome::kStopped;
       if (*waited == WaitOutcome::kTimedOut) continue;

@@ -49,7 +49,8 @@ struct OpenedSocket {
   zmq::socket_t monitor;
 };
 
-// Creates a socket of `type` (push or pull), applies `options`, then binds or
+// Creates a socket of `type` (push/pub/xpub send, pull/sub receive; a sub
+// socket is left unsubscribed; an xpub reports every subscription), applies `options`, then binds or
 // connects each endpoint. kUnavailable if an address cannot be bound (in use,
 // no such interface), kInvalidArgument if libzmq rejects its syntax.
 StatusOr<OpenedSocket> OpenSocket(zmq::context_t& context,
@@ -69,8 +70,10 @@ enum class WaitOutcome { kReady, kStopped, kTimedOut };
 // seconds, or until `stop_fd` is readable (kStopped). Stops the monitor
 // before returning. This is the cure for PUSH's "slow joiner": the first
 // peer to connect would otherwise get everything already queued.
-StatusOr<WaitOutcome> WaitForPeers(OpenedSocket& opened, int peers,
-                                   int stop_fd);
+// kTimedOut if `timeout` passes first.
+StatusOr<WaitOutcome> WaitForPeers(
+    OpenedSocket& opened, int peers, int stop_fd,
+    std::optional<std::chrono::milliseconds> timeout = std::nullopt);
 
 // Receives one frame into `frame`. Blocks until a frame arrives (kReady),
 // `stop_fd` becomes readable (kStopped; pass -1 for none) or `timeout`

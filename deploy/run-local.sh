@@ -53,7 +53,7 @@ start() {
   readers[$name]=$!
   exec {fd}<&-
   rm -f "$fifo"
-  unset READY_in READY_out READY_stream
+  unset READY_in READY_out READY_stream READY_acks
   for kv in ${line#READY }; do
     printf -v "READY_${kv%%=*}" '%s' "${kv#*=}"
   done
@@ -63,9 +63,11 @@ echo "token-then-result: N=$N, $TOKEN_WORKERS token workers x $TOKEN_THREADS thr
      "$RESULT_WORKERS result workers x $RESULT_THREADS threads; logs in $OUT_DIR"
 
 start sink "$BIN/sluice-sink" --in "@tcp://127.0.0.1:*" --progress off \
+  --acks "@tcp://127.0.0.1:*" \
   --output "$OUT_DIR/results.txt" --ordered --report "$OUT_DIR/report.json"
 sink_pid=${pids[-1]}
 sink_in=$READY_in
+sink_acks=$READY_acks
 
 start hub "$BIN/sluice-stage" --op pass \
   --in "@tcp://127.0.0.1:*" --out "@tcp://127.0.0.1:*"
@@ -80,7 +82,7 @@ done
 # The producer binds first and waits for all token workers (--peers), so the
 # first worker to connect does not receive everything.
 start producer "$BIN/sluice-producer" --out "@tcp://127.0.0.1:*" --count "$N" \
-  --peers "$TOKEN_WORKERS"
+  --peers "$TOKEN_WORKERS" --acks ">$sink_acks"
 producer_pid=${pids[-1]}
 producer_out=$READY_out
 

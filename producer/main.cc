@@ -1,4 +1,5 @@
 // sluice-producer: emits one stream of items into the pipeline.
+#include <algorithm>
 #include <iostream>
 
 #include "common/config.h"
@@ -30,6 +31,18 @@ int Main(int argc, const char* const argv[]) {
        "emit one item per line of FILE ('-' = stdin) instead of --count")
       ("stream", po::value<std::string>(),
        "stream id, 1..64 bytes (default: random, unique)")
+      ("acks", po::value<std::string>()->default_value(">tcp://localhost:5559"),
+       "where to hear the sink's acks (> connects, @ binds, bare connects); "
+       "'off': fire-and-forget, nothing is resent")
+      ("window", po::value<int64_t>()->default_value(10000),
+       "most items in flight without an ack; the producer waits when full")
+      ("give-up", po::value<double>()->default_value(60),
+       "seconds without ack progress (or without the sink's ack socket) "
+       "before giving up with exit 75 (69 if never connected)")
+      ("rto-min-ms", po::value<int64_t>()->default_value(200),
+       "smallest retransmit timeout; the timeout adapts to the ack latency")
+      ("rto-max-ms", po::value<int64_t>()->default_value(30000),
+       "largest retransmit timeout, after backing off")
       ("peers", po::value<int64_t>()->default_value(0),
        "before sending, wait until N downstream peers are connected, so that "
        "the first one does not get everything (0: start at once)");
@@ -62,6 +75,37 @@ int Main(int argc, const char* const argv[]) {
     return ReportUsageError(info.name, s.message());
   }
   opts.wait_peers = static_cast<int>(peers);
+  std::string acks = vm["acks"].as<std::string>();
+  if (acks != "off") {
+    auto endpoints = ParseEndpoints(acks, Role::kConnect);
+    if (!endpoints.ok()) {
+      return ReportUsageError(info.name, "--acks: " + endpoints.status().message());
+    }
+    opts.acks = *endpoints;
+  }
+  int64_t window = vm["window"].as<int64_t>();
+  if (Status s = CheckRange("window", window, 1, 100'000'000); !s.ok()) {
+    return ReportUsageError(info.name, s.message());
+  }
+  opts.window = static_cast<size_t>(window);
+  double give_up = vm["give-up"].as<double>();
+  if (!(give_up > 0 && give_up <= 86400 * 365)) {
+    return ReportUsageError(info.name, "--give-up must be in (0, 31536000] seconds");
+  }
+  opts.give_up = std::chrono::milliseconds(static_cast<int64_t>(give_up * 1000));
+  int64_t rto_min = vm["rto-min-ms"].as<int64_t>();
+  int64_t rto_max = vm["rto-max-ms"].as<int64_t>();
+  if (Status s = CheckRange("rto-min-ms", rto_min, 1, 3'600'000); !s.ok()) {
+    return ReportUsageError(info.name, s.message());
+  }
+  if (Status s = CheckRange("rto-max-ms", rto_max, rto_min, 3'600'000); !s.ok()) {
+    return ReportUsageError(info.name, s.message());
+  }
+  opts.retransmit.min_rto = std::chrono::milliseconds(rto_min);
+  opts.retransmit.max_rto = std::chrono::milliseconds(rto_max);
+  opts.retransmit.initial_rto = std::clamp(std::chrono::milliseconds(1000),
+                                           opts.retransmit.min_rto,
+                                           opts.retransmit.max_rto);
   auto flags = ReadCommonFlags(vm, kSenderFlags);
   if (!flags.ok()) return ReportUsageError(info.name, flags.status().message());
   opts.flags = *flags;
@@ -83,9 +127,17 @@ int Main(int argc, const char* const argv[]) {
   if (!status.ok() && status.code() != StatusCode::kCancelled) {
     spdlog::error("{}", status.message());
   } else {
-    spdlog::info("stream {}: {} items and end-of-stream handed to the network{}",
-                 opts.stream, counters.send.tx_items.value(),
-                 stop.requested() ? " (stopped early by a signal)" : "");
+    if (opts.acks.empty()) {
+      spdlog::info("stream {}: {} items and end-of-stream handed to the network{}",
+                   opts.stream, counters.emitted.value(),
+                   stop.requested() ? " (stopped early by a signal)" : "");
+    } else {
+      spdlog::info("stream {}: all {} items and the end-of-stream acknowledged "
+                   "by the sink ({} resent){}",
+                   opts.stream, counters.emitted.value(),
+                   counters.retransmits.value(),
+                   stop.requested() ? " (stopped early by a signal)" : "");
+    }
   }
   return ExitCodeFor(status);
 }

@@ -132,11 +132,97 @@ class Emitter {
   uint64_t next_ = 0;
 };
 
+// Receives the sink's acks for one stream and applies them to the window.
+// Runs on its own thread, which owns the SUB socket, until `done`.
+Status AckLoop(zmq::socket_t& socket, const StopSignal& done,
+               size_t max_frame_bytes, InflightWindow& window,
+               ProducerCounters& counters) {
+  RateLimitedLog reject_log("ack.reject", std::chrono::seconds(1));
+  zmq::message_t frame;
+  AckMessage ack;
+  while (true) {
+    StatusOr<WaitOutcome> got = ReceiveFrame(socket, done.fd(), std::nullopt, frame);
+    if (!got.ok()) return got.status();
+    if (*got != WaitOutcome::kReady) return Status::Ok();
+    if (auto reject = DecodeAck(frame.data(), frame.size(), max_frame_bytes, ack)) {
+      counters.ack_rejected.Count(*reject);
+      reject_log.Warn("dropped a " + std::to_string(frame.size()) +
+                      "-byte ack frame: " + std::string(RejectReasonName(*reject)));
+      continue;
+    }
+    counters.ack_frames.Add();
+    counters.acked.Add(window.Ack(ack, InflightWindow::Clock::now()));
+  }
+}
+
+// The send loop of the reliable mode: new items while the window has room,
+// resends of what timed out, and once the input is done, waiting for the
+// last acks.
+Status ReliableSendLoop(zmq::socket_t& socket, const StopSignal& stop,
+                        const ProducerOptions& options, BoundedQueue<Item>& queue,
+                        InflightWindow& window, ProducerCounters& counters) {
+  using Clock = InflightWindow::Clock;
+  BatchSender sender(socket, stop, options.flags.send, counters.send);
+  const size_t batch = options.flags.send.batch_items;
+  std::vector<Item> items;
+  bool input_done = false;
+  while (true) {
+    Clock::time_point now = Clock::now();
+    items.clear();
+    if (size_t n = window.TakeExpired(now, batch, items); n > 0) {
+      counters.retransmits.Add(n);
+      Status s = sender.Send(items);
+      if (!s.ok()) return s;
+      continue;
+    }
+    if (input_done && window.empty()) break;
+    std::optional<Clock::time_point> wake = window.NextExpiry();
+    if (!window.empty()) {
+      Clock::time_point give_up_at = window.last_progress() + options.give_up;
+      if (now >= give_up_at) {
+        return Incomplete("no acknowledgement for " +
+                          std::to_string(options.give_up.count() / 1000.0) +
+                          " s; outstanding: " + window.DescribeOutstanding(10));
+      }
+      if (!wake || give_up_at < *wake) wake = give_up_at;
+    }
+    size_t room = window.room();
+    if (input_done || room == 0) {
+      window.WaitForAck(wake);
+      continue;
+    }
+    std::optional<size_t> n;
+    if (wake) {
+      n = queue.PopUpToUntil(std::min(batch, room), items, *wake);
+    } else {
+      n = queue.PopUpTo(std::min(batch, room), items);
+    }
+    if (!n) continue;  // A timer is due.
+    if (*n == 0) {
+      input_done = true;
+      continue;
+    }
+    now = Clock::now();
+    for (const Item& item : items) window.Add(item, now);
+    Status s = sender.Send(items);
+    if (!s.ok()) return s;
+  }
+  if (sender.unsent() > 0) {
+    return Unavailable(std::to_string(sender.unsent()) +
+                       " items could not be sent within the drain timeout");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 nlohmann::json ProducerCounters::ToJson() const {
   nlohmann::json out;
   out["emitted"] = emitted.value();
+  out["acked"] = acked.value();
+  out["ack_frames"] = ack_frames.value();
+  out["retransmits"] = retransmits.value();
+  ack_rejected.AppendTo(out);
   send.AppendTo(out);
   return out;
 }
@@ -163,6 +249,35 @@ Status RunProducer(const ProducerOptions& options, StopSignal& stop,
   ready_out << "READY out=" << addresses << " stream=" << options.stream
             << std::endl;
   spdlog::info("stream {}: sending to {}", options.stream, addresses);
+  // Acks: subscribe to this stream's acks and wait until the sink's ack
+  // socket is connected, so that the first acks are not missed.
+  std::optional<zmq::socket_t> acks_socket;
+  if (!options.acks.empty()) {
+    SocketOptions ack_options = options.flags.socket;
+    ack_options.monitor_peers = true;
+    // A SUB socket only ever queues subscriptions; never wait on those.
+    ack_options.linger_ms = 0;
+    StatusOr<OpenedSocket> sub = OpenSocket(context, zmq::socket_type::sub,
+                                            options.acks, ack_options);
+    if (!sub.ok()) return sub.status();
+    try {
+      sub->socket.set(zmq::sockopt::subscribe, AckTopic(options.stream));
+    } catch (const zmq::error_t& e) {
+      return Internal(std::string("subscribing to acks: ") + e.what());
+    }
+    spdlog::info("stream {}: waiting for the sink's acks on {}", options.stream,
+                 DescribeAddresses(options.acks, *sub));
+    StatusOr<WaitOutcome> waited =
+        WaitForPeers(*sub, 1, stop.fd(), options.give_up);
+    if (!waited.ok()) return waited.status();
+    if (*waited == WaitOutcome::kTimedOut) {
+      return Unavailable("the sink's ack socket at " +
+                         DescribeAddresses(options.acks, *sub) +
+                         " did not answer within --give-up; is the sink "
+                         "running (or should this run use --acks off)?");
+    }
+    acks_socket = std::move(sub->socket);
+  }
   if (options.wait_peers > 0) {
     StatusOr<WaitOutcome> waited =
         WaitForPeers(*opened, options.wait_peers, stop.fd());
@@ -177,8 +292,25 @@ Status RunProducer(const ProducerOptions& options, StopSignal& stop,
     Emitter emitter(options, stop, queue, counters);
     read_status = emitter.Run();
   });
-  Status send_status =
-      SendLoop(opened->socket, stop, options.flags.send, queue, counters.send);
+  Status send_status;
+  if (acks_socket) {
+    InflightWindow window(options.window, options.retransmit);
+    StopSignal acks_done;
+    Status ack_status;
+    std::thread ack_thread([&, socket = std::move(*acks_socket)]() mutable {
+      ack_status = AckLoop(socket, acks_done, kDefaultMaxFrameBytes, window,
+                           counters);
+      socket.close();
+    });
+    send_status = ReliableSendLoop(opened->socket, stop, options, queue,
+                                   window, counters);
+    acks_done.Request();
+    ack_thread.join();
+    if (send_status.ok()) send_status = ack_status;
+  } else {
+    send_status = SendLoop(opened->socket, stop, options.flags.send, queue,
+                           counters.send);
+  }
   queue.Close();  // Unblocks the reader if the send loop failed.
   reader.join();
 

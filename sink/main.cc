@@ -42,6 +42,13 @@ int Main(int argc, const char* const argv[]) {
       ("max-streams", po::value<int64_t>()->default_value(1024),
        "most streams tracked at once; items of further streams are dropped "
        "and counted")
+      ("acks", po::value<std::string>()->default_value("@tcp://*:5559"),
+       "where to publish acks to producers (@ binds, > connects, bare "
+       "binds); 'off': no acks (producers must then run with --acks off)")
+      ("ack-batch", po::value<int64_t>()->default_value(1024),
+       "publish a stream's acks once this many items are pending...")
+      ("ack-interval-ms", po::value<int64_t>()->default_value(20),
+       "...or once the oldest pending one waited this long")
       ("max-rate", po::value<double>()->default_value(0),
        "take at most N items/s (a deliberately slow consumer, to see "
        "backpressure at work; 0: unlimited)")
@@ -84,6 +91,24 @@ int Main(int argc, const char* const argv[]) {
     return ReportUsageError(info.name, s.message());
   }
   opts.max_streams = static_cast<size_t>(max_streams);
+  std::string acks = vm["acks"].as<std::string>();
+  if (acks != "off") {
+    auto endpoints = ParseEndpoints(acks, Role::kBind);
+    if (!endpoints.ok()) {
+      return ReportUsageError(info.name, "--acks: " + endpoints.status().message());
+    }
+    opts.acks = *endpoints;
+  }
+  int64_t ack_batch = vm["ack-batch"].as<int64_t>();
+  if (Status s = CheckRange("ack-batch", ack_batch, 1, 1'000'000); !s.ok()) {
+    return ReportUsageError(info.name, s.message());
+  }
+  opts.ack.batch_items = static_cast<size_t>(ack_batch);
+  int64_t ack_interval = vm["ack-interval-ms"].as<int64_t>();
+  if (Status s = CheckRange("ack-interval-ms", ack_interval, 1, 60'000); !s.ok()) {
+    return ReportUsageError(info.name, s.message());
+  }
+  opts.ack.interval = std::chrono::milliseconds(ack_interval);
   opts.max_rate = vm["max-rate"].as<double>();
   if (!(opts.max_rate >= 0 && opts.max_rate <= 1e9)) {
     return ReportUsageError(info.name, "--max-rate must be 0..1e9 items/s");

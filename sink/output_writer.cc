@@ -93,6 +93,13 @@ Status OutputWriter::FlushStream(const std::string& stream) {
   return Status::Ok();
 }
 
+Status OutputWriter::FlushFile() {
+  if (file_ && std::fflush(file_) != 0) {
+    return Unavailable(std::string("writing --output: ") + std::strerror(errno));
+  }
+  return Status::Ok();
+}
+
 Status OutputWriter::FlushAll() {
   for (auto& [stream, pending] : streams_) {
     Status s = FlushStream(stream);

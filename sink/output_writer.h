@@ -40,6 +40,8 @@ class OutputWriter {
   // completes or the sink stops) and flushes the file.
   Status FlushStream(const std::string& stream);
   Status FlushAll();
+  // Hands what is written so far to the operating system (fflush).
+  Status FlushFile();
 
   uint64_t written() const { return written_; }
   uint64_t buffered() const { return buffered_; }

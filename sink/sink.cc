@@ -37,7 +37,8 @@ class Accounting {
       : options_(options), counters_(counters), writer_(std::move(writer)) {}
 
   // Accounts a run of items; returns the streams that completed with it.
-  StatusOr<std::vector<std::string>> Take(std::vector<Item>& items) {
+  StatusOr<std::vector<std::string>> Take(std::vector<Item>& items,
+                                          AckPublisher& acks) {
     std::vector<std::string> completed;
     auto now = std::chrono::steady_clock::now();
     int64_t now_us = WallMicros();
@@ -53,16 +54,19 @@ class Accounting {
       bool was_complete = tracker->complete();
       if (item.end_of_stream) {
         tracker->AcceptEndOfStream(item.count, now);
+        acks.EndOfStreamTaken(item.stream, now);
       } else {
         switch (tracker->AcceptItem(item.seq, item.produced_at_us, now_us, now)) {
           case StreamTracker::Outcome::kNew: {
             counters_.items_new.Add();
             Status s = writer_->Write(item.stream, item.seq, std::move(item.payload));
             if (!s.ok()) return s;
+            acks.Taken(item.stream, item.seq, now);
             break;
           }
           case StreamTracker::Outcome::kDuplicate:
             counters_.duplicates.Add();
+            acks.Taken(item.stream, item.seq, now);  // Its ack was lost.
             break;
           case StreamTracker::Outcome::kOutOfRange:
             counters_.out_of_range.Add();
@@ -72,6 +76,7 @@ class Accounting {
             break;
         }
       }
+      if (tracker->complete()) acks.Completed(item.stream, now);
       if (!was_complete && tracker->complete()) {
         ++complete_streams_;
         Status s = writer_->FlushStream(item.stream);
@@ -86,6 +91,19 @@ class Accounting {
   uint64_t complete_streams() const {
     std::lock_guard<std::mutex> lock(mu_);
     return complete_streams_;
+  }
+
+  // Flushes the output and publishes the acks that are due: an ack never
+  // runs ahead of what was handed to the operating system.
+  Status PublishAcks(AckPublisher& acks, bool all) {
+    auto now = std::chrono::steady_clock::now();
+    if (!all && !acks.Due(now)) return Status::Ok();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      Status s = writer_->FlushFile();
+      if (!s.ok()) return s;
+    }
+    return acks.Publish(now, all);
   }
 
   Status Flush() {
@@ -302,6 +320,7 @@ nlohmann::json SinkCounters::ToJson() const {
   out["out_of_range"] = out_of_range.value();
   out["too_many_streams"] = too_many_streams.value();
   out["written"] = written.value();
+  out["acks_sent"] = acks_sent.value();
   return out;
 }
 
@@ -317,8 +336,21 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
   StatusOr<OpenedSocket> in = OpenSocket(context, zmq::socket_type::pull,
                                          options.in, options.flags.socket);
   if (!in.ok()) return in.status();
-  ready_out << "READY in=" << DescribeAddresses(options.in, *in) << std::endl;
-  spdlog::info("listening on {}", DescribeAddresses(options.in, *in));
+  std::optional<zmq::socket_t> ack_socket;
+  std::string ack_addresses;
+  if (!options.acks.empty()) {
+    StatusOr<OpenedSocket> pub = OpenSocket(context, zmq::socket_type::xpub,
+                                            options.acks, options.flags.socket);
+    if (!pub.ok()) return pub.status();
+    ack_addresses = DescribeAddresses(options.acks, *pub);
+    ack_socket = std::move(pub->socket);
+  }
+  ready_out << "READY in=" << DescribeAddresses(options.in, *in)
+            << (ack_addresses.empty() ? "" : " acks=" + ack_addresses)
+            << std::endl;
+  spdlog::info("listening on {}{}", DescribeAddresses(options.in, *in),
+               ack_addresses.empty() ? ", acks off"
+                                     : ", acks published on " + ack_addresses);
 
   BoundedQueue<Item> queue(options.flags.queue_capacity);
   std::atomic<bool> done{false};  // --streams K reached.
@@ -333,13 +365,36 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
   });
 
   Status account_status;
-  std::thread accountant([&] {
+  std::thread accountant([&, ack_socket = std::move(ack_socket)]() mutable {
+    AckPublisher acks(ack_socket ? &*ack_socket : nullptr, options.ack,
+                      counters.acks_sent);
     std::vector<Item> items;
     auto throttle_start = std::chrono::steady_clock::now();
     uint64_t taken = 0;
+    auto fail = [&](Status s) {
+      account_status = std::move(s);
+      stop.Request();
+      queue.Close();
+    };
     while (true) {
       items.clear();
-      if (queue.PopUpTo(options.max_rate > 0 ? 1 : kAccountRun, items) == 0) break;
+      const size_t run = options.max_rate > 0 ? 1 : kAccountRun;
+      std::optional<size_t> n;
+      if (auto due = acks.NextDue()) {
+        n = queue.PopUpToUntil(run, items, *due);
+      } else {
+        n = queue.PopUpTo(run, items);
+      }
+      if (!n) {  // An ack fell due while no item came.
+        Status s = acks.ReadSubscriptions(std::chrono::steady_clock::now());
+        if (s.ok()) s = accounting.PublishAcks(acks, false);
+        if (!s.ok()) {
+          fail(s);
+          break;
+        }
+        continue;
+      }
+      if (*n == 0) break;  // Closed and drained.
       if (options.max_rate > 0) {
         // --max-rate: the deliberate throttle of a slow consumer.
         taken += items.size();
@@ -347,11 +402,15 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
             throttle_start + std::chrono::microseconds(static_cast<int64_t>(
                                  taken * 1e6 / options.max_rate)));
       }
-      StatusOr<std::vector<std::string>> completed = accounting.Take(items);
+      StatusOr<std::vector<std::string>> completed = accounting.Take(items, acks);
       if (!completed.ok()) {
-        account_status = completed.status();
-        stop.Request();
-        queue.Close();
+        fail(completed.status());
+        break;
+      }
+      Status s = acks.ReadSubscriptions(std::chrono::steady_clock::now());
+      if (s.ok()) s = accounting.PublishAcks(acks, false);
+      if (!s.ok()) {
+        fail(s);
         break;
       }
       for (const std::string& id : *completed) {
@@ -365,6 +424,22 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
         stop.Request();  // Ends the receive loop; we drain what it queued.
       }
     }
+    if (account_status.ok()) account_status = accounting.PublishAcks(acks, true);
+    if (account_status.ok()) {
+      // A producer whose subscription raced its items may not have heard
+      // "complete" yet: give it a moment to subscribe.
+      auto missing = acks.AwaitSubscribers(std::chrono::steady_clock::now() +
+                                           options.ack_wait);
+      if (!missing.ok()) {
+        account_status = missing.status();
+      } else if (!missing->empty()) {
+        spdlog::warn("no producer subscribed to the acks of {} complete "
+                     "stream(s) (e.g. {}); producers with --acks off need "
+                     "a sink with --acks off",
+                     missing->size(), missing->front());
+      }
+    }
+    if (ack_socket) ack_socket->close();
   });
 
   {

@@ -27,6 +27,7 @@
 #include "common/frame_io.h"
 #include "common/status.h"
 #include "common/stop_signal.h"
+#include "sink/ack_publisher.h"
 
 namespace sluice {
 
@@ -41,6 +42,11 @@ struct SinkOptions {
   size_t max_streams = 1024;      // Streams tracked at once.
   bool progress = false;          // Live progress on `progress_out`.
   double max_rate = 0;            // Items/s taken at most; 0 = unlimited.
+  std::vector<Endpoint> acks;     // Where to publish acks; empty = off.
+  AckOptions ack;
+  // Before exiting, how long to wait for the ack subscribers of complete
+  // streams that have not subscribed yet.
+  std::chrono::milliseconds ack_wait{2000};
   CommonFlags flags;
 };
 
@@ -51,6 +57,7 @@ struct SinkCounters {
   Counter out_of_range;       // seq >= the stream's count; not written.
   Counter too_many_streams;   // Items of streams beyond --max-streams.
   Counter written;            // Lines written to --output.
+  Counter acks_sent;          // Ack frames published.
   nlohmann::json ToJson() const;
 };
 
@@ -59,7 +66,8 @@ struct SinkOutcome {
   std::string summary;    // A few human lines.
 };
 
-// Runs the sink. Prints "READY in=<addresses>" on `ready_out` once bound,
+// Runs the sink. Prints "READY in=<addresses> [acks=<addresses>]" on
+// `ready_out` once bound,
 // progress on `progress_out` if options.progress. Fills `outcome` in every
 // case where the socket could be opened.
 Status RunSink(const SinkOptions& options, StopSignal& stop,

@@ -145,6 +145,18 @@ std::map<std::string, std::string> Process::WaitReady(
   return fields;
 }
 
+bool Process::WaitForOutput(
+    const std::function<bool(const std::string&, const std::string&)>& ready,
+    std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  bool met = false;
+  changed_.wait_for(lock, timeout, [&] {
+    met = ready(out_, err_);
+    return met || open_streams_ == 0;
+  });
+  return met;
+}
+
 std::optional<int> Process::Wait(std::chrono::milliseconds timeout) {
   if (exit_code_) return exit_code_;
   if (pid_ <= 0) return -1;

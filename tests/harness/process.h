@@ -52,6 +52,12 @@ class Process {
   std::map<std::string, std::string> WaitReady(
       std::chrono::milliseconds timeout = std::chrono::seconds(20));
 
+  // Waits until `ready(stdout, stderr)` holds, re-checking whenever output
+  // arrives. False on timeout or once both streams closed without it.
+  bool WaitForOutput(
+      const std::function<bool(const std::string&, const std::string&)>& ready,
+      std::chrono::milliseconds timeout);
+
   // Waits for exit; returns the exit code (128+N if killed by signal N), or
   // nullopt if still running at the deadline.
   std::optional<int> Wait(std::chrono::milliseconds timeout);

@@ -92,8 +92,9 @@ TEST(Cli, FlagsOverrideEnvironmentWhichOverridesConfigFile) {
   auto run = [&](Args args, std::vector<std::string> env) {
     auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--report",
                                       dir.File("r.json"), "--progress", "off"});
-    std::string in = sink->WaitReady()["in"];
-    args.insert(args.begin(), {BinaryPath("sluice-producer"), "--out", ">" + in,
+    auto ready = sink->WaitReady();
+    args.insert(args.begin(), {BinaryPath("sluice-producer"), "--out",
+                               ">" + ready["in"], "--acks", ">" + ready["acks"],
                                "--config", dir.File("producer.ini")});
     Process producer(args, std::nullopt, env);
     EXPECT_EQ(producer.Wait(std::chrono::seconds(30)), 0) << producer.err();

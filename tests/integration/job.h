@@ -6,6 +6,7 @@
 #ifndef SLUICE_TESTS_INTEGRATION_JOB_H_
 #define SLUICE_TESTS_INTEGRATION_JOB_H_
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,8 +21,14 @@ namespace sluice::testing {
 
 using Args = std::vector<std::string>;
 
+// Starts a binary. A sink without --acks publishes its acks on an ephemeral
+// port (READY ... acks=ADDR), so that tests never collide on 5559.
 inline std::unique_ptr<Process> Start(const std::string& binary, Args args,
                                       std::optional<std::string> input = {}) {
+  if (binary == "sluice-sink" &&
+      std::find(args.begin(), args.end(), "--acks") == args.end()) {
+    args.insert(args.end(), {"--acks", "@tcp://127.0.0.1:*"});
+  }
   args.insert(args.begin(), BinaryPath(binary));
   return std::make_unique<Process>(
       std::move(args), std::move(input), std::vector<std::string>{},
@@ -31,6 +38,7 @@ inline std::unique_ptr<Process> Start(const std::string& binary, Args args,
 // Runs a binary to completion and returns its exit code.
 inline int RunToExit(const std::string& binary, Args args,
                      std::string* out = nullptr, std::string* err = nullptr) {
+  if (binary == "sluice-producer") args.insert(args.end(), {"--acks", "off"});
   auto p = Start(binary, std::move(args));
   auto code = p->Wait(std::chrono::seconds(30));
   if (out) *out = p->out();

@@ -27,7 +27,7 @@ struct TokenThenResultJob {
   TempDir dir;
   std::unique_ptr<Process> sink, hub, producer;
   std::vector<std::unique_ptr<Process>> token, result;
-  std::string sink_in, hub_in, hub_out, producer_out;
+  std::string sink_in, sink_acks, hub_in, hub_out, producer_out;
 
   void StartSink(Args extra = {}) {
     Args args = {"--in", "@tcp://127.0.0.1:*", "--output", dir.File("out.txt"),
@@ -35,7 +35,9 @@ struct TokenThenResultJob {
                  "--idle-timeout", "60", "--progress", "off"};
     args.insert(args.end(), extra.begin(), extra.end());
     sink = Start("sluice-sink", args);
-    sink_in = sink->WaitReady()["in"];
+    auto ready = sink->WaitReady();
+    sink_in = ready["in"];
+    sink_acks = ready["acks"];
   }
   void StartHub() {
     hub = Start("sluice-stage", {"--op", "pass", "--in", "@tcp://127.0.0.1:*",
@@ -54,7 +56,7 @@ struct TokenThenResultJob {
   }
   void StartProducer(int n, int peers, Args extra = {}) {
     Args args = {"--out", "@tcp://127.0.0.1:*", "--count", std::to_string(n),
-                 "--peers", std::to_string(peers)};
+                 "--peers", std::to_string(peers), "--acks", ">" + sink_acks};
     args.insert(args.end(), extra.begin(), extra.end());
     producer = Start("sluice-producer", args);
     producer_out = producer->WaitReady()["out"];
@@ -86,6 +88,22 @@ struct TokenThenResultJob {
     for (Process* p : stages) p->Signal(SIGTERM);
     for (Process* p : stages) EXPECT_EQ(p->Wait(std::chrono::seconds(60)), 0) << p->err();
     return sink_code;
+  }
+  // For a sink started with --streams 0: once the producer has every ack
+  // (so the stream is complete at the sink), stops the stages, which drain
+  // into the still-running sink, and then the sink. Returns its exit code.
+  int FinishInOrder() {
+    EXPECT_EQ(producer->Wait(kJobTimeout), 0) << producer->err();
+    std::vector<Process*> stages;
+    for (auto& p : token) stages.push_back(p.get());
+    if (hub) stages.push_back(hub.get());
+    for (auto& p : result) stages.push_back(p.get());
+    for (Process* p : stages) p->Signal(SIGTERM);
+    for (Process* p : stages) {
+      EXPECT_EQ(p->Wait(std::chrono::seconds(60)).value_or(0), 0) << p->err();
+    }
+    sink->Signal(SIGTERM);
+    return sink->Wait(kJobTimeout).value_or(-1);
   }
   nlohmann::json Report() { return ReadReport(dir.File("report.json")); }
 };
@@ -128,9 +146,11 @@ TEST(Pipeline, FusedTokenResultStagesRunTheWholeJob) {
   auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--output",
                                     dir.File("out.txt"), "--ordered", "--report",
                                     dir.File("report.json"), "--progress", "off"});
-  std::string sink_in = sink->WaitReady()["in"];
+  auto sink_ready = sink->WaitReady();
+  std::string sink_in = sink_ready["in"];
   auto producer = Start("sluice-producer", {"--out", "@tcp://127.0.0.1:*",
-                                            "--count", "500", "--peers", "2"});
+                                            "--count", "500", "--peers", "2",
+                                            "--acks", ">" + sink_ready["acks"]});
   std::string producer_out = producer->WaitReady()["out"];
   std::vector<std::unique_ptr<Process>> workers;
   for (int i = 0; i < 2; ++i) {
@@ -153,7 +173,8 @@ TEST(Pipeline, EndOfStreamOvertakingItemsThroughAnotherWorkerStillCompletes) {
   TempDir dir;
   auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--output",
                                     dir.File("out.txt"), "--ordered", "--report",
-                                    dir.File("report.json"), "--progress", "off"});
+                                    dir.File("report.json"), "--progress", "off",
+                                    "--acks", "off"});
   std::string sink_in = sink->WaitReady()["in"];
   // Two paths into the sink: a slow worker for the items, a fast one for the
   // end-of-stream.
@@ -232,6 +253,51 @@ TEST(Pipeline, BadFramesInjectedIntoARunningStageAndSinkAreCountedAndTheJobCompl
   EXPECT_NE(job.sink->err().find("rx.reject"), std::string::npos);
 }
 
+// Waits until `worker` logs counters showing it has processed items (it
+// logs them every 100 ms with --stats-interval 0.1): proof it is mid-stream.
+bool WaitUntilBusy(Process& worker, const std::string& counter) {
+  return worker.WaitForOutput(
+      [&](const std::string&, const std::string& err) {
+        size_t pos = err.rfind("\"" + counter + "\":");
+        return pos != std::string::npos &&
+               err.compare(pos + counter.size() + 3, 2, "0,") != 0;
+      },
+      std::chrono::seconds(60));
+}
+
+// DESIGN.md "Stopping", issue 2 9d: SIGTERM to one of several workers of
+// each stage mid-stream. Each stops reading, sends what it holds and exits 0;
+// what was still on its way to it is replayed (acks), so the job completes
+// with nothing lost and nothing written twice.
+TEST(Pipeline, SigtermToOneOfSeveralStageWorkersMidStreamLosesNothing) {
+  constexpr int kItems = 12000;
+  TokenThenResultJob job;
+  job.StartSink({"--streams", "0"});
+  job.StartHub();
+  job.StartResultWorkers(2, {"--stats-interval", "0.1"});
+  job.StartProducer(kItems, 3);
+  for (int i = 0; i < 3; ++i) {
+    job.token.push_back(job.StartTokenWorker({"--stats-interval", "0.1"}));
+  }
+  ASSERT_TRUE(WaitUntilBusy(*job.token[0], "processed_0_token"));
+  ASSERT_TRUE(WaitUntilBusy(*job.result[0], "processed_0_result"));
+  ASSERT_TRUE(job.sink->running()) << "the job ended before the signal";
+  job.token[0]->Signal(SIGTERM);
+  job.result[0]->Signal(SIGTERM);
+  EXPECT_EQ(job.token[0]->Wait(std::chrono::seconds(60)), 0) << job.token[0]->err();
+  EXPECT_EQ(job.result[0]->Wait(std::chrono::seconds(60)), 0) << job.result[0]->err();
+  ASSERT_EQ(job.FinishInOrder(), 0) << job.sink->err();
+  nlohmann::json report = job.Report();
+  ExpectCompleteExactly(report, kItems);
+  EXPECT_EQ(ReadFile(job.dir.File("out.txt")), ExpectedResults(kItems));
+  // Each stopped worker sent on everything it had taken.
+  for (Process* stopped : {job.token[0].get(), job.result[0].get()}) {
+    nlohmann::json c = stopped->LastCounters();
+    EXPECT_EQ(c["rx_items"], c["tx_items"]) << c.dump();
+    EXPECT_GT(c["tx_items"].get<int>(), 0) << c.dump();
+  }
+}
+
 // DESIGN.md completion rule, issue 2 9e: an item that never arrives makes the
 // sink give up after --idle-timeout with exit 75, and the report says how
 // many (and which) are missing.
@@ -265,7 +331,8 @@ TEST(Pipeline, DuplicateItemsAreCountedAndWrittenOnce) {
   TempDir dir;
   auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--output",
                                     dir.File("out.txt"), "--report",
-                                    dir.File("report.json"), "--progress", "off"});
+                                    dir.File("report.json"), "--progress", "off",
+                                    "--acks", "off"});
   Injector producer(sink->WaitReady()["in"]);
   producer.Send(BatchFrame("dup", {0, 1, 2}));
   producer.Send(BatchFrame("dup", {1, 2, 3}));
@@ -286,11 +353,12 @@ TEST(Pipeline, SinkWaitsForStreamsFromSeveralProducers) {
   auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--streams",
                                     "2", "--report", dir.File("report.json"),
                                     "--progress", "off"});
-  std::string sink_in = sink->WaitReady()["in"];
+  auto ready = sink->WaitReady();
+  std::string sink_in = ready["in"];
   auto a = Start("sluice-producer", {"--out", ">" + sink_in, "--count", "300",
-                                     "--stream", "alpha"});
+                                     "--stream", "alpha", "--acks", ">" + ready["acks"]});
   auto b = Start("sluice-producer", {"--out", ">" + sink_in, "--count", "200",
-                                     "--stream", "beta"});
+                                     "--stream", "beta", "--acks", ">" + ready["acks"]});
   ASSERT_EQ(sink->Wait(kJobTimeout), 0) << sink->err();
   EXPECT_EQ(a->Wait(kJobTimeout), 0);
   EXPECT_EQ(b->Wait(kJobTimeout), 0);
@@ -306,8 +374,10 @@ TEST(Pipeline, ProducerEmitsOneItemPerLineOfStdin) {
   auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--output",
                                     dir.File("out.txt"), "--ordered", "--report",
                                     dir.File("report.json"), "--progress", "off"});
-  std::string sink_in = sink->WaitReady()["in"];
-  auto producer = Start("sluice-producer", {"--out", ">" + sink_in, "--input", "-"},
+  auto ready = sink->WaitReady();
+  std::string sink_in = ready["in"];
+  auto producer = Start("sluice-producer", {"--out", ">" + sink_in, "--input", "-",
+                                            "--acks", ">" + ready["acks"]},
                         std::string("alpha\nbeta\n\ngamma"));
   ASSERT_EQ(sink->Wait(kJobTimeout), 0) << sink->err();
   EXPECT_EQ(producer->Wait(kJobTimeout), 0) << producer->err();
@@ -341,14 +411,18 @@ TEST(Pipeline, SlowSinkMakesProducerAndStagesBlockRatherThanGrow) {
   auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--report",
                                     dir.File("report.json"), "--max-rate", "3000",
                                     "--hwm", "4", "--queue", "64", "--progress", "off"});
-  std::string sink_in = sink->WaitReady()["in"];
+  auto ready = sink->WaitReady();
+  std::string sink_in = ready["in"];
   auto stage = Start("sluice-stage", {"--op", "pass", "--in", "@tcp://127.0.0.1:*",
                                       "--out", ">" + sink_in, "--hwm", "4",
                                       "--queue", "64", "--batch-items", "16"});
   std::string stage_in = stage->WaitReady()["in"];
+  // The window bounds what the producer holds for replay: 500 x 4 KiB.
   auto producer = Start("sluice-producer", {"--out", ">" + stage_in, "--input",
                                             dir.File("input.txt"), "--hwm", "4",
-                                            "--queue", "64", "--batch-items", "16"});
+                                            "--queue", "64", "--batch-items", "16",
+                                            "--window", "500", "--acks",
+                                            ">" + ready["acks"]});
   producer->WaitReady();
   long peak_producer = 0, peak_stage = 0;
   int samples = 0;

@@ -1,0 +1,121 @@
+// producer/inflight_window.h
+//
+// InflightWindow holds a copy of every item the producer has sent and the
+// sink has not yet acknowledged, so that it can be sent again. Its capacity
+// (--window) bounds memory end to end: the producer waits when it is full,
+// so no more than `capacity` items are anywhere in the pipeline, whatever the
+// high-water marks.
+//
+// Loss detection, in the manner of TCP's RACK (RFC 8985) with an RTO
+// fallback, so that a slow but healthy pipeline never sets off a storm of
+// resends while a lost item is found quickly:
+//  - an entry is lost once an entry sent after it has been acknowledged and
+//    it is older than the latest RTT plus a reordering allowance (other
+//    workers may be a little behind);
+//  - if no ack makes progress for a retransmit timeout (RTO), the entries
+//    older than the RTO are sent again, and the RTO doubles until progress
+//    resumes. The RTO adapts to the ack latency (RFC 6298: smoothed RTT + 4 x
+//    variation, clamped to [min, max]; Karn's rule: only first transmissions
+//    are timed).
+//
+// The end-of-stream is an entry like the items (outside the capacity).
+//
+// Thread safety: all methods may be called from any thread; the ack thread
+// calls Ack(), the send thread the rest.
+#ifndef SLUICE_PRODUCER_INFLIGHT_WINDOW_H_
+#define SLUICE_PRODUCER_INFLIGHT_WINDOW_H_
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/envelope_codec.h"
+#include "common/item.h"
+
+namespace sluice {
+
+struct RetransmitOptions {
+  std::chrono::milliseconds initial_rto{1000};
+  std::chrono::milliseconds min_rto{200};
+  std::chrono::milliseconds max_rto{30000};
+};
+
+class InflightWindow {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  InflightWindow(size_t capacity, const RetransmitOptions& options);
+  InflightWindow(const InflightWindow&) = delete;
+  InflightWindow& operator=(const InflightWindow&) = delete;
+
+  // Data items that may still be added now.
+  size_t room() const;
+  // Records `item` as sent at `now`; keeps a copy. Data items need room().
+  void Add(const Item& item, Clock::time_point now);
+  // Releases what `ack` acknowledges; returns how many entries it released.
+  size_t Ack(const AckMessage& ack, Clock::time_point now);
+  // Appends copies of up to `max` entries found lost at `now` to `out` and
+  // records them as sent again at `now`. Returns the count.
+  size_t TakeExpired(Clock::time_point now, size_t max, std::vector<Item>& out);
+  // When an entry may next be found lost; nullopt if nothing is outstanding.
+  std::optional<Clock::time_point> NextExpiry();
+  // Blocks until an ack releases something or `deadline` passes.
+  void WaitForAck(std::optional<Clock::time_point> deadline);
+
+  bool empty() const;
+  size_t size() const;  // Outstanding entries, end-of-stream included.
+  // Last time an ack released something (or the window went non-empty).
+  Clock::time_point last_progress() const;
+  std::chrono::milliseconds rto() const;
+  uint64_t retransmits() const;
+  // "3 items (seq 5, 9, 12) and the end-of-stream".
+  std::string DescribeOutstanding(size_t max_listed) const;
+
+ private:
+  static constexpr uint64_t kEndKey = UINT64_MAX;
+  struct Entry {
+    Item item;
+    Clock::time_point sent_at;
+    int attempts = 1;
+  };
+  struct Sent {  // One transmission, in the order of sending.
+    Clock::time_point at;
+    uint64_t key;
+    int attempts;
+  };
+  bool Release(uint64_t key, Clock::time_point now,
+               std::optional<Clock::duration>& sample);  // REQUIRES: mu_.
+  // The next moment something may be found lost. REQUIRES: mu_.
+  std::optional<Clock::time_point> NextCheck();
+  Clock::duration Rto() const;           // With backoff. REQUIRES: mu_.
+  Clock::duration ReorderWindow() const; // REQUIRES: mu_.
+  void PruneSent();                      // REQUIRES: mu_.
+
+  const size_t capacity_;
+  const RetransmitOptions options_;
+  mutable std::mutex mu_;
+  std::condition_variable acked_;
+  std::unordered_map<uint64_t, Entry> entries_;  // Guarded by mu_.
+  size_t data_entries_ = 0;                      // Guarded by mu_.
+  // Transmissions in sending order (so sorted by time); stale ones (of
+  // released or resent entries) are skipped lazily.
+  std::deque<Sent> sent_;                        // Guarded by mu_.
+  double srtt_ms_ = 0, rttvar_ms_ = 0;           // Guarded by mu_.
+  bool have_rtt_ = false;                        // Guarded by mu_.
+  // RACK state: send time and RTT of the most recently sent entry acked.
+  std::optional<Clock::time_point> rack_sent_at_;  // Guarded by mu_.
+  Clock::duration rack_rtt_{};                   // Guarded by mu_.
+  int backoff_ = 0;                              // Guarded by mu_.
+  Clock::time_point last_progress_;              // Guarded by mu_.
+  uint64_t retransmits_ = 0;                     // Guarded by mu_.
+};
+
+}  // namespace sluice
+
+#endif  // SLUICE_PRODUCER_INFLIGHT_WINDOW_H_
