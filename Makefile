@@ -7,7 +7,11 @@
 # Demo knobs: make demo N=100000 TOKEN_WORKERS=4 RESULT_WORKERS=2 \
 #                       TOKEN_THREADS=10 RESULT_THREADS=5
 
+MAKEFLAGS += --no-print-directory
+
 BUILD ?= build
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 600
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 N ?= 1000
@@ -25,11 +29,11 @@ BENCH_RUNS ?= 3
 PACKAGES := cmake g++ make pkg-config \
   libzmq3-dev cppzmq-dev libprotobuf-dev protobuf-compiler \
   libboost-program-options-dev libgtest-dev libgmock-dev libbenchmark-dev \
-  libspdlog-dev nlohmann-json3-dev
+  libspdlog-dev nlohmann-json3-dev clang libclang-rt-14-dev
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build demo test bench clean
+.PHONY: all deps build fuzz-build demo test bench fuzz clean
 
 all: build
 
@@ -51,14 +55,30 @@ build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
+# The envelope fuzzer, built by clang with libFuzzer, ASan and UBSan.
+fuzz-build: deps
+	@cmake -S . -B $(FUZZ_BUILD) -DCMAKE_CXX_COMPILER=clang++ \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLUICE_FUZZ=ON >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target envelope_fuzzer
+
 demo: build
 	@N=$(N) TOKEN_WORKERS=$(TOKEN_WORKERS) RESULT_WORKERS=$(RESULT_WORKERS) \
 	 TOKEN_THREADS=$(TOKEN_THREADS) RESULT_THREADS=$(RESULT_THREADS) \
 	 TOKEN_LATENCY_MS=$(TOKEN_LATENCY_MS) RESULT_LATENCY_MS=$(RESULT_LATENCY_MS) \
 	 BIN=$(BUILD)/bin deploy/run-local.sh
 
-test: build
+test: fuzz-build
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) \
+	  -DSLUICE_FUZZER=$(abspath $(FUZZ_BUILD))/bin/envelope_fuzzer >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
 	@cd $(BUILD) && ctest --output-on-failure --timeout 600 -j $(JOBS) $(CTEST_ARGS)
+
+# A longer fuzzing run (FUZZ_SECONDS), keeping its corpus in build-fuzz/.
+fuzz: fuzz-build
+	@mkdir -p $(FUZZ_BUILD)/corpus
+	@$(FUZZ_BUILD)/bin/envelope_fuzzer -max_total_time=$(FUZZ_SECONDS) \
+	  -timeout=5 -rss_limit_mb=2048 -print_final_stats=1 \
+	  $(FUZZ_BUILD)/corpus tests/fuzz/seeds
 
 bench: build
 	@$(BUILD)/bin/sluice-microbench --benchmark_min_time=0.2

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <signal.h>
 #include <string>
 #include <vector>
 
@@ -91,6 +92,130 @@ inline nlohmann::json ReadReport(const std::string& path) {
   auto report = nlohmann::json::parse(text, nullptr, false);
   EXPECT_FALSE(report.is_discarded()) << "report at " << path << ": " << text;
   return report;
+}
+
+constexpr auto kJobTimeout = std::chrono::seconds(120);
+
+inline std::string ExpectedResults(int n) {
+  std::string s;
+  for (int i = 0; i < n; ++i) s += "result_" + std::to_string(i) + "\n";
+  return s;
+}
+
+// producer -> token x T -> hub -> result x R -> sink, as in `make demo`.
+struct TokenThenResultJob {
+  TempDir dir;
+  std::unique_ptr<Process> sink, hub, producer;
+  std::vector<std::unique_ptr<Process>> token, result;
+  std::string sink_in, sink_acks, hub_in, hub_out, producer_out;
+
+  void StartSink(Args extra = {}) {
+    Args args = {"--in", "@tcp://127.0.0.1:*", "--output", dir.File("out.txt"),
+                 "--ordered", "--report", dir.File("report.json"),
+                 "--idle-timeout", "60", "--progress", "off"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    sink = Start("sluice-sink", args);
+    auto ready = sink->WaitReady();
+    sink_in = ready["in"];
+    sink_acks = ready["acks"];
+  }
+  void StartHub() {
+    hub = Start("sluice-stage", {"--op", "pass", "--in", "@tcp://127.0.0.1:*",
+                                 "--out", "@tcp://127.0.0.1:*"});
+    auto ready = hub->WaitReady();
+    hub_in = ready["in"];
+    hub_out = ready["out"];
+  }
+  void StartResultWorkers(int count, Args extra = {}) {
+    for (int i = 0; i < count; ++i) {
+      Args args = {"--op", "result", "--in", ">" + hub_out, "--out", ">" + sink_in};
+      args.insert(args.end(), extra.begin(), extra.end());
+      result.push_back(Start("sluice-stage", args));
+      result.back()->WaitReady();
+    }
+  }
+  void StartProducer(int n, int peers, Args extra = {}) {
+    Args args = {"--out", "@tcp://127.0.0.1:*", "--count", std::to_string(n),
+                 "--peers", std::to_string(peers), "--acks", ">" + sink_acks};
+    args.insert(args.end(), extra.begin(), extra.end());
+    producer = Start("sluice-producer", args);
+    producer_out = producer->WaitReady()["out"];
+  }
+  std::unique_ptr<Process> StartTokenWorker(Args extra = {}) {
+    Args args = {"--op", "token", "--in", ">" + producer_out, "--out", ">" + hub_in};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto worker = Start("sluice-stage", args);
+    worker->WaitReady();
+    return worker;
+  }
+  void StartAll(int n, int token_workers, int result_workers,
+                Args token_extra = {}, Args result_extra = {}) {
+    StartSink();
+    StartHub();
+    StartResultWorkers(result_workers, result_extra);
+    StartProducer(n, token_workers);
+    for (int i = 0; i < token_workers; ++i) token.push_back(StartTokenWorker(token_extra));
+  }
+  // Waits for the sink and the producer, then stops every stage with SIGTERM
+  // and checks that each drained and exited 0.
+  int Finish() {
+    int sink_code = sink->Wait(kJobTimeout).value_or(-1);
+    EXPECT_EQ(producer->Wait(kJobTimeout), 0) << producer->err();
+    std::vector<Process*> stages;
+    for (auto& p : token) stages.push_back(p.get());
+    if (hub) stages.push_back(hub.get());
+    for (auto& p : result) stages.push_back(p.get());
+    for (Process* p : stages) p->Signal(SIGTERM);
+    for (Process* p : stages) EXPECT_EQ(p->Wait(std::chrono::seconds(60)), 0) << p->err();
+    return sink_code;
+  }
+  // For a sink started with --streams 0: once the producer has every ack
+  // (so the stream is complete at the sink), stops the stages, which drain
+  // into the still-running sink, and then the sink. Returns its exit code.
+  int FinishInOrder() {
+    EXPECT_EQ(producer->Wait(kJobTimeout), 0) << producer->err();
+    // Upstream first, so that each stage drains into a live next hop.
+    std::vector<std::vector<Process*>> waves(3);
+    for (auto& p : token) waves[0].push_back(p.get());
+    if (hub) waves[1].push_back(hub.get());
+    for (auto& p : result) waves[2].push_back(p.get());
+    for (const auto& wave : waves) {
+      for (Process* p : wave) p->Signal(SIGTERM);
+      for (Process* p : wave) {
+        EXPECT_EQ(p->Wait(std::chrono::seconds(60)).value_or(-1), 0) << p->err();
+      }
+    }
+    sink->Signal(SIGTERM);
+    return sink->Wait(kJobTimeout).value_or(-1);
+  }
+  nlohmann::json Report() { return ReadReport(dir.File("report.json")); }
+};
+
+// Complete, unique = N, nothing missing, every item written once. Replays
+// may add duplicates (counted, never written) unless `no_duplicates`.
+inline void ExpectCompleteExactly(const nlohmann::json& report, int n,
+                                  bool no_duplicates = true) {
+  EXPECT_EQ(report["complete"], true) << report.dump(2);
+  EXPECT_EQ(report["expected"], n);
+  EXPECT_EQ(report["unique"], n);
+  EXPECT_EQ(report["missing"], 0);
+  if (no_duplicates) {
+    EXPECT_EQ(report["duplicates"], 0);
+  }
+  EXPECT_EQ(report["received"].get<int>(), n + report["duplicates"].get<int>());
+  EXPECT_EQ(report["written"], n);
+}
+
+// Waits until `worker` logs counters showing it has processed items (it
+// logs them every 100 ms with --stats-interval 0.1): proof it is mid-stream.
+inline bool WaitUntilBusy(Process& worker, const std::string& counter) {
+  return worker.WaitForOutput(
+      [&](const std::string&, const std::string& err) {
+        size_t pos = err.rfind("\"" + counter + "\":");
+        return pos != std::string::npos &&
+               err.compare(pos + counter.size() + 3, 2, "0,") != 0;
+      },
+      std::chrono::seconds(60));
 }
 
 }  // namespace sluice::testing
