@@ -29,7 +29,7 @@ BENCH_RUNS ?= 3
 PACKAGES := cmake g++ make pkg-config \
   libzmq3-dev cppzmq-dev libprotobuf-dev protobuf-compiler \
   libboost-program-options-dev libgtest-dev libgmock-dev libbenchmark-dev \
-  libspdlog-dev nlohmann-json3-dev clang libclang-rt-14-dev
+  libspdlog-dev nlohmann-json3-dev clang libclang-rt-14-dev iproute2
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
