@@ -10,6 +10,7 @@
 MAKEFLAGS += --no-print-directory
 
 BUILD ?= build
+VERSION := $(shell sed -n '/^project.sluice VERSION/s/.*VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 600
 BUILD_TYPE ?= RelWithDebInfo
@@ -25,22 +26,27 @@ CTEST_ARGS ?=
 BENCH_ITEMS ?= 1000000
 BENCH_RUNS ?= 3
 
-# Debian bookworm packages: toolchain, then libraries.
-PACKAGES := cmake g++ make pkg-config \
+# Debian bookworm packages. Building the binaries (and configuring the test
+# and benchmark targets) needs BUILD_PACKAGES; running every test needs
+# TEST_PACKAGES too (clang for the fuzzer, iproute2 for the netns tests;
+# the docker tests install Docker themselves, see deploy/docker-env.sh).
+BUILD_PACKAGES := cmake g++ make pkg-config \
   libzmq3-dev cppzmq-dev libprotobuf-dev protobuf-compiler \
-  libboost-program-options-dev libgtest-dev libgmock-dev libbenchmark-dev \
-  libspdlog-dev nlohmann-json3-dev clang libclang-rt-14-dev iproute2
+  libboost-program-options-dev libspdlog-dev nlohmann-json3-dev \
+  libgtest-dev libgmock-dev libbenchmark-dev
+TEST_PACKAGES := clang libclang-rt-14-dev iproute2 jq
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build fuzz-build demo test bench fuzz clean
+.PHONY: all deps deps-build build binaries fuzz-build demo test bench fuzz \
+  image clean
 
 all: build
 
 # Installs only what is missing, quietly; refreshes the package lists only
 # if the first attempt cannot find something.
-deps:
-	@missing=""; for p in $(PACKAGES); do \
+define install_missing
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -50,10 +56,22 @@ deps:
 	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; } || \
 	  { echo "apt-get could not install:$$missing" >&2; exit 1; }; \
 	fi
+endef
+
+deps-build:
+	$(call install_missing,$(BUILD_PACKAGES))
+
+deps: deps-build
+	$(call install_missing,$(TEST_PACKAGES))
 
 build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
+
+# Only the three executables (what deploy/Dockerfile builds).
+binaries: deps-build
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS) --target sluice-producer sluice-stage sluice-sink
 
 # The envelope fuzzer, built by clang with libFuzzer, ASan and UBSan.
 fuzz-build: deps
@@ -61,7 +79,7 @@ fuzz-build: deps
 	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLUICE_FUZZ=ON >/dev/null
 	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target envelope_fuzzer
 
-demo: build
+demo: binaries
 	@N=$(N) TOKEN_WORKERS=$(TOKEN_WORKERS) RESULT_WORKERS=$(RESULT_WORKERS) \
 	 TOKEN_THREADS=$(TOKEN_THREADS) RESULT_THREADS=$(RESULT_THREADS) \
 	 TOKEN_LATENCY_MS=$(TOKEN_LATENCY_MS) RESULT_LATENCY_MS=$(RESULT_LATENCY_MS) \
@@ -84,5 +102,11 @@ bench: build
 	@$(BUILD)/bin/sluice-microbench --benchmark_min_time=0.2
 	@$(BUILD)/bin/sluice-bench $(BENCH_ITEMS) $(BENCH_RUNS)
 
+# The container image (deploy/Dockerfile); starts Docker if needed.
+image:
+	@deploy/docker-env.sh
+	@docker build -q -f deploy/Dockerfile -t sluice:$(VERSION) -t sluice:latest . >/dev/null
+	@echo "built sluice:$(VERSION)"
+
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(FUZZ_BUILD)

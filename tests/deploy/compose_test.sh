@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Container tests with docker-compose (CTest label docker): the documented
+# command with independently scaled stages, and a scale-down during a run.
+source "$(dirname "$0")/lib.sh"
+prepare_docker
+
+PROJECT=sluicetest$$
+compose() { docker-compose -p "$PROJECT" -f "$COMPOSE_FILE" "$@"; }
+on_exit "compose down -v --remove-orphans -t 5"
+
+# --- The documented command: token=4, result=2, exit code from the sink. ---
+OUT=$(make_out_dir)
+log "compose up --scale token=4 --scale result=2 --exit-code-from sink (N=2000)"
+SLUICE_OUT=$OUT N=2000 PEERS=4 timeout 600 docker-compose -p "$PROJECT" -f "$COMPOSE_FILE" \
+  up --no-build --scale token=4 --scale result=2 --exit-code-from sink >"$OUT/up.log" 2>&1
+rc=$?
+check "compose job with token=4 and result=2 exits 0" test "$rc" = 0
+check "the sink's summary is in the output" grep -q "COMPLETE: 2000 of 2000" "$OUT/up.log"
+check "the report in the mounted folder is exact" report_is_exact "$OUT/report.json" 2000
+check "the ordered output is result_0..result_1999" lines_are_results "$OUT/results.txt" 2000
+busy=0
+for c in $(compose ps -q token); do
+  docker logs "$c" 2>&1 | grep -q 'processed_0_token":[1-9]' && busy=$((busy + 1))
+done
+check "all four token containers did work ($busy)" test "$busy" = 4
+check "no container is left running" \
+  test -z "$(docker ps -q --filter label=com.docker.compose.project="$PROJECT")"
+compose down -v -t 5 >/dev/null 2>&1
+
+# --- Scale token from 3 to 1 mid-run: the stopped workers drain, exit 0 ---
+# --- within the stop grace period, and the job completes exactly.       ---
+OUT=$(make_out_dir)
+# About 7 s of work for 3 token workers (20 threads x 10 ms mean each), so
+# that the scale-down lands mid-run; the last worker then needs ~17 s more.
+N=40000
+export SLUICE_OUT=$OUT N PEERS=3 TOKEN_THREADS=20 TOKEN_LATENCY_MS=20
+log "compose up -d --scale token=3 (N=$N), then --scale token=1 mid-run"
+compose up -d --no-build --scale token=3 --scale result=2 >"$OUT/up.log" 2>&1 ||
+  { cat "$OUT/up.log"; check "compose up -d" false; finish; }
+wait_for_line 120 "first message" docker-compose -p "$PROJECT" -f "$COMPOSE_FILE" logs -f --no-color sink
+check "results reach the sink" test $? = 0
+tokens=$(compose ps -q token)
+check "the job is still running when the scale-down starts" \
+  test "$(docker inspect -f '{{.State.Running}}' "$(compose ps -q sink)")" = true
+declare -A waiter
+for c in $tokens; do
+  docker wait "$c" >"$OUT/exit.$c" 2>/dev/null &
+  waiter[$c]=$!
+done
+started=$(date +%s)
+compose up -d --no-build --no-recreate --scale token=1 --scale result=2 >>"$OUT/up.log" 2>&1
+took=$(($(date +%s) - started))
+remaining=$(compose ps -q token)
+stopped=0
+for c in $tokens; do
+  [[ $remaining == *"$c"* ]] && continue
+  wait "${waiter[$c]}"  # Its `docker wait` returns once it has exited.
+  wait_for=$(cat "$OUT/exit.$c" 2>/dev/null)
+  stopped=$((stopped + 1))
+  check "stopped token worker ${c:0:12} exited 0 (got '${wait_for}')" test "$wait_for" = 0
+done
+check "two token workers were stopped" test "$stopped" = 2
+check "they stopped within the 30 s grace period (${took} s)" test "$took" -lt 30
+sink=$(compose ps -q sink)
+code=$(timeout 300 docker wait "$sink")
+check "the sink exits 0 ($code)" test "$code" = 0
+check "the report is exact (replays counted as duplicates)" report_is_exact "$OUT/report.json" "$N" dups
+check "the ordered output is exact" lines_are_results "$OUT/results.txt" "$N"
+producer=$(compose ps -q producer)
+check "the producer exits 0 (everything acknowledged)" test "$(timeout 120 docker wait "$producer")" = 0
+finish
