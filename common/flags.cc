@@ -6,8 +6,7 @@ void AddCommonFlags(po::options_description& options, unsigned sets,
                     const CommonFlags& d) {
   options.add_options()
       ("hwm", po::value<int64_t>()->default_value(d.socket.hwm),
-       "socket high-water mark in frames (each frame holds up to "
-       "--batch-items items)")
+       "socket high-water mark, in frames (a frame holds a batch of items)")
       ("queue", po::value<int64_t>()->default_value(
                     static_cast<int64_t>(d.queue_capacity)),
        "capacity of each internal queue, in items")

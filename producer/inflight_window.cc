@@ -2,19 +2,25 @@
 
 #include <algorithm>
 #include <cmath>
-#include <set>
+#include <cassert>
 
 namespace sluice {
 
 InflightWindow::InflightWindow(size_t capacity,
                                const RetransmitOptions& options)
-    : capacity_(capacity), options_(options), last_progress_(Clock::now()) {
-  entries_.reserve(capacity + 1);
-}
+    : capacity_(capacity), options_(options), ring_(capacity),
+      last_progress_(Clock::now()) {}
 
 size_t InflightWindow::room() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return capacity_ > data_entries_ ? capacity_ - data_entries_ : 0;
+  return capacity_ - static_cast<size_t>(next_ - base_);
+}
+
+InflightWindow::Entry* InflightWindow::Find(uint64_t key) {
+  if (key == kEndKey) return end_.outstanding ? &end_ : nullptr;
+  if (key < base_ || key >= next_) return nullptr;
+  Entry& e = ring_[key % capacity_];
+  return e.outstanding ? &e : nullptr;
 }
 
 InflightWindow::Clock::duration InflightWindow::Rto() const {
@@ -37,19 +43,29 @@ InflightWindow::Clock::duration InflightWindow::ReorderWindow() const {
 
 void InflightWindow::Add(const Item& item, Clock::time_point now) {
   std::lock_guard<std::mutex> lock(mu_);
-  uint64_t key = item.end_of_stream ? kEndKey : item.seq;
-  if (entries_.empty()) last_progress_ = now;
-  auto [it, inserted] = entries_.try_emplace(key, Entry{item, now, 1});
-  if (!inserted) return;  // Already outstanding (a caller bug); keep the first.
-  if (!item.end_of_stream) ++data_entries_;
+  if (data_entries_ == 0 && !end_.outstanding) last_progress_ = now;
+  uint64_t key = kEndKey;
+  Entry* e = &end_;
+  if (!item.end_of_stream) {
+    key = item.seq;
+    assert(key >= next_ && key - base_ < capacity_);
+    if (data_entries_ == 0) base_ = key;
+    next_ = key + 1;
+    e = &ring_[key % capacity_];
+    ++data_entries_;
+  }
+  e->item = item;
+  e->sent_at = now;
+  e->attempts = 1;
+  e->outstanding = true;
   sent_.push_back({now, key, 1});
 }
 
 bool InflightWindow::Release(uint64_t key, Clock::time_point now,
                              std::optional<Clock::duration>& sample) {
-  auto it = entries_.find(key);
-  if (it == entries_.end()) return false;
-  const Entry& e = it->second;
+  Entry* found = Find(key);
+  if (found == nullptr) return false;
+  Entry& e = *found;
   if (e.attempts == 1) {  // Karn: time first transmissions only.
     Clock::duration rtt = now - e.sent_at;
     if (!sample || rtt > *sample) sample = rtt;
@@ -58,8 +74,12 @@ bool InflightWindow::Release(uint64_t key, Clock::time_point now,
       rack_rtt_ = rtt;
     }
   }
-  if (key != kEndKey) --data_entries_;
-  entries_.erase(it);
+  e.outstanding = false;
+  e.item = Item();  // Frees the payload now.
+  if (key != kEndKey) {
+    --data_entries_;
+    while (base_ < next_ && !ring_[base_ % capacity_].outstanding) ++base_;
+  }
   return true;
 }
 
@@ -69,25 +89,20 @@ size_t InflightWindow::Ack(const AckMessage& ack, Clock::time_point now) {
     std::lock_guard<std::mutex> lock(mu_);
     std::optional<Clock::duration> sample;
     if (ack.complete) {
-      released = entries_.size();
-      entries_.clear();
+      released = data_entries_ + (end_.outstanding ? 1 : 0);
+      for (uint64_t seq = base_; seq < next_; ++seq) {
+        ring_[seq % capacity_] = Entry();
+      }
+      end_ = Entry();
+      base_ = next_;
       data_entries_ = 0;
       sent_.clear();
     } else {
       for (const auto& [begin, end] : ack.ranges) {
-        if (end - begin > entries_.size()) {
-          // A wide range: walk what is outstanding instead of the range.
-          for (auto it = entries_.begin(); it != entries_.end();) {
-            uint64_t key = it->first;
-            ++it;
-            if (key != kEndKey && key >= begin && key < end) {
-              released += Release(key, now, sample);
-            }
-          }
-        } else {
-          for (uint64_t seq = begin; seq < end; ++seq) {
-            released += Release(seq, now, sample);
-          }
+        // Only [base_, next_) can be outstanding: the window bounds the walk.
+        for (uint64_t seq = std::max(begin, base_); seq < std::min(end, next_);
+             ++seq) {
+          released += Release(seq, now, sample);
         }
       }
       if (ack.end_of_stream) released += Release(kEndKey, now, sample);
@@ -115,8 +130,8 @@ size_t InflightWindow::Ack(const AckMessage& ack, Clock::time_point now) {
 void InflightWindow::PruneSent() {
   while (!sent_.empty()) {
     const Sent& s = sent_.front();
-    auto it = entries_.find(s.key);
-    if (it != entries_.end() && it->second.attempts == s.attempts) return;
+    const Entry* e = Find(s.key);
+    if (e != nullptr && e->attempts == s.attempts) return;
     sent_.pop_front();
   }
 }
@@ -150,7 +165,7 @@ size_t InflightWindow::TakeExpired(Clock::time_point now, size_t max,
     if (!rack_lost && !rto_lost) break;
     if (rto_lost && !rack_lost) rto_fired = true;
     sent_.pop_front();
-    Entry& e = entries_.at(oldest.key);
+    Entry& e = *Find(oldest.key);
     e.attempts += 1;
     e.sent_at = now;
     sent_.push_back({now, oldest.key, e.attempts});
@@ -180,12 +195,12 @@ void InflightWindow::WaitForAck(std::optional<Clock::time_point> deadline) {
 
 bool InflightWindow::empty() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return entries_.empty();
+  return data_entries_ == 0 && !end_.outstanding;
 }
 
 size_t InflightWindow::size() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return entries_.size();
+  return data_entries_ + (end_.outstanding ? 1 : 0);
 }
 
 InflightWindow::Clock::time_point InflightWindow::last_progress() const {
@@ -205,11 +220,9 @@ uint64_t InflightWindow::retransmits() const {
 
 std::string InflightWindow::DescribeOutstanding(size_t max_listed) const {
   std::lock_guard<std::mutex> lock(mu_);
-  std::set<uint64_t> lowest;
-  for (const auto& [key, entry] : entries_) {
-    if (key == kEndKey) continue;
-    lowest.insert(key);
-    if (lowest.size() > max_listed) lowest.erase(std::prev(lowest.end()));
+  std::vector<uint64_t> lowest;
+  for (uint64_t seq = base_; seq < next_ && lowest.size() < max_listed; ++seq) {
+    if (ring_[seq % capacity_].outstanding) lowest.push_back(seq);
   }
   std::string text = std::to_string(data_entries_) + " items";
   if (!lowest.empty()) {
@@ -217,7 +230,7 @@ std::string InflightWindow::DescribeOutstanding(size_t max_listed) const {
     for (uint64_t seq : lowest) text += " " + std::to_string(seq);
     text += data_entries_ > lowest.size() ? " ...)" : ")";
   }
-  if (entries_.count(kEndKey)) text += " and the end-of-stream";
+  if (end_.outstanding) text += " and the end-of-stream";
   return text;
 }
 

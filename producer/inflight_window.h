@@ -1,10 +1,12 @@
 // producer/inflight_window.h
 //
 // InflightWindow holds a copy of every item the producer has sent and the
-// sink has not yet acknowledged, so that it can be sent again. Its capacity
-// (--window) bounds memory end to end: the producer waits when it is full,
-// so no more than `capacity` items are anywhere in the pipeline, whatever the
-// high-water marks.
+// sink has not yet acknowledged, so that it can be sent again. Like TCP's
+// window it spans sequence numbers: nothing at or beyond (lowest
+// unacknowledged seq + capacity) is sent. So no more than `capacity` items
+// are anywhere in the pipeline, whatever the high-water marks, and the
+// sink's reorder buffer, which only holds items above the lowest missing
+// one, never needs more than `capacity` either.
 //
 // Loss detection, in the manner of TCP's RACK (RFC 8985) with an RTO
 // fallback, so that a slow but healthy pipeline never sets off a storm of
@@ -32,7 +34,6 @@
 #include <mutex>
 #include <optional>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "common/envelope_codec.h"
@@ -54,9 +55,11 @@ class InflightWindow {
   InflightWindow(const InflightWindow&) = delete;
   InflightWindow& operator=(const InflightWindow&) = delete;
 
-  // Data items that may still be added now.
+  // Data items that may still be added now: capacity minus the span from
+  // the lowest unacknowledged seq to the next one to add.
   size_t room() const;
-  // Records `item` as sent at `now`; keeps a copy. Data items need room().
+  // Records `item` as sent at `now`; keeps a copy. Data items come in
+  // increasing seq order and need room().
   void Add(const Item& item, Clock::time_point now);
   // Releases what `ack` acknowledges; returns how many entries it released.
   size_t Ack(const AckMessage& ack, Clock::time_point now);
@@ -82,13 +85,15 @@ class InflightWindow {
   struct Entry {
     Item item;
     Clock::time_point sent_at;
-    int attempts = 1;
+    int attempts = 0;
+    bool outstanding = false;
   };
   struct Sent {  // One transmission, in the order of sending.
     Clock::time_point at;
     uint64_t key;
     int attempts;
   };
+  Entry* Find(uint64_t key);  // Outstanding entry or null. REQUIRES: mu_.
   bool Release(uint64_t key, Clock::time_point now,
                std::optional<Clock::duration>& sample);  // REQUIRES: mu_.
   // The next moment something may be found lost. REQUIRES: mu_.
@@ -101,7 +106,11 @@ class InflightWindow {
   const RetransmitOptions options_;
   mutable std::mutex mu_;
   std::condition_variable acked_;
-  std::unordered_map<uint64_t, Entry> entries_;  // Guarded by mu_.
+  // Seq s lives at ring_[s % capacity_] while base_ <= s < next_.
+  std::vector<Entry> ring_;                      // Guarded by mu_.
+  Entry end_;                                    // Guarded by mu_.
+  uint64_t base_ = 0;  // Lowest unacknowledged seq. Guarded by mu_.
+  uint64_t next_ = 0;  // One past the highest seq added. Guarded by mu_.
   size_t data_entries_ = 0;                      // Guarded by mu_.
   // Transmissions in sending order (so sorted by time); stale ones (of
   // released or resent entries) are skipped lazily.

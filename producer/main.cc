@@ -84,7 +84,7 @@ int Main(int argc, const char* const argv[]) {
     opts.acks = *endpoints;
   }
   int64_t window = vm["window"].as<int64_t>();
-  if (Status s = CheckRange("window", window, 1, 100'000'000); !s.ok()) {
+  if (Status s = CheckRange("window", window, 1, 1'000'000); !s.ok()) {
     return ReportUsageError(info.name, s.message());
   }
   opts.window = static_cast<size_t>(window);
