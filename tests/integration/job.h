@@ -37,9 +37,13 @@ inline std::unique_ptr<Process> Start(const std::string& binary, Args args,
 }
 
 // Runs a binary to completion and returns its exit code.
+// A producer runs with --acks off unless `acks_off` is false.
 inline int RunToExit(const std::string& binary, Args args,
-                     std::string* out = nullptr, std::string* err = nullptr) {
-  if (binary == "sluice-producer") args.insert(args.end(), {"--acks", "off"});
+                     std::string* out = nullptr, std::string* err = nullptr,
+                     bool acks_off = true) {
+  if (binary == "sluice-producer" && acks_off) {
+    args.insert(args.end(), {"--acks", "off"});
+  }
   auto p = Start(binary, std::move(args));
   auto code = p->Wait(std::chrono::seconds(30));
   if (out) *out = p->out();

@@ -253,6 +253,44 @@ TEST(Pipeline, SinkWaitsForStreamsFromSeveralProducers) {
   EXPECT_EQ(report["streams_complete"], 2);
 }
 
+// Issue 4, 3: with acks, the producer exits 0 only when everything is
+// acknowledged; without progress for --give-up it exits 75 and says what is
+// outstanding. Here its frames go into a socket that never passes them on.
+TEST(Pipeline, ProducerGivesUpWithExit75NamingWhatIsOutstanding) {
+  auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--progress", "off"});
+  std::string acks = sink->WaitReady()["acks"];
+  zmq::context_t context(1);
+  zmq::socket_t black_hole(context, zmq::socket_type::pull);
+  black_hole.set(zmq::sockopt::linger, 0);
+  black_hole.bind("tcp://127.0.0.1:*");
+  std::string err;
+  EXPECT_EQ(RunToExit("sluice-producer",
+                      {"--out", ">" + black_hole.get(zmq::sockopt::last_endpoint),
+                       "--acks", ">" + acks, "--count", "10", "--give-up", "1",
+                       "--linger-ms", "0"},
+                      nullptr, &err, /*acks_off=*/false),
+            75);
+  EXPECT_NE(err.find("outstanding: 10 items (seq 0 1 2 3 4 5 6 7 8 9) and the "
+                     "end-of-stream"),
+            std::string::npos)
+      << err;
+}
+
+TEST(Pipeline, ProducerWhoseSinkAckSocketNeverAnswersExits69) {
+  zmq::context_t context(1);
+  zmq::socket_t nobody(context, zmq::socket_type::pull);
+  nobody.bind("tcp://127.0.0.1:*");
+  std::string unused = nobody.get(zmq::sockopt::last_endpoint);
+  nobody.close();  // A port with nothing behind it.
+  std::string err;
+  EXPECT_EQ(RunToExit("sluice-producer",
+                      {"--out", "@tcp://127.0.0.1:*", "--acks", ">" + unused,
+                       "--give-up", "0.5", "--linger-ms", "0"},
+                      nullptr, &err, /*acks_off=*/false),
+            69);
+  EXPECT_NE(err.find("did not answer"), std::string::npos) << err;
+}
+
 // Producer --input: one item per line of a file or of stdin.
 TEST(Pipeline, ProducerEmitsOneItemPerLineOfStdin) {
   TempDir dir;
