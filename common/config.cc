@@ -136,6 +136,48 @@ StatusOr<std::vector<std::string>> ParseNameList(std::string_view text,
   return parts;
 }
 
+void FlagReader::Fail(Status status) {
+  if (status_.ok()) status_ = std::move(status);
+}
+
+int64_t FlagReader::Int(const char* flag, int64_t min, int64_t max) {
+  int64_t value = vm_[flag].as<int64_t>();
+  Status range = CheckRange(flag, value, min, max);
+  if (!range.ok()) {
+    Fail(range);
+    return min;
+  }
+  return value;
+}
+
+std::chrono::milliseconds FlagReader::Seconds(const char* flag, double min,
+                                              double max, bool exclusive_min) {
+  double seconds = vm_[flag].as<double>();
+  bool above = exclusive_min ? seconds > min : seconds >= min;
+  if (!(above && seconds <= max)) {
+    Fail(InvalidArgument("--" + std::string(flag) + " must be in " +
+                         (exclusive_min ? "(" : "[") +
+                         std::to_string(static_cast<int64_t>(min)) + ", " +
+                         std::to_string(static_cast<int64_t>(max)) +
+                         "] seconds, got " + std::to_string(seconds)));
+    return std::chrono::milliseconds(0);
+  }
+  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+}
+
+std::vector<Endpoint> FlagReader::Endpoints(const char* flag, Role default_role,
+                                            bool may_be_off) {
+  std::string spec = vm_[flag].as<std::string>();
+  if (may_be_off && spec == "off") return {};
+  StatusOr<std::vector<Endpoint>> parsed = ParseEndpoints(spec, default_role);
+  if (!parsed.ok()) {
+    Fail(InvalidArgument("--" + std::string(flag) + ": " +
+                         parsed.status().message()));
+    return {};
+  }
+  return std::move(parsed).value();
+}
+
 Status CheckRange(std::string_view flag, int64_t value, int64_t min,
                   int64_t max) {
   if (value < min || value > max) {

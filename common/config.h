@@ -11,6 +11,7 @@
 #ifndef SLUICE_COMMON_CONFIG_H_
 #define SLUICE_COMMON_CONFIG_H_
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -19,6 +20,7 @@
 
 #include <boost/program_options.hpp>
 
+#include "common/endpoint.h"
 #include "common/status.h"
 
 namespace sluice {
@@ -54,6 +56,30 @@ StatusOr<std::vector<std::string>> ParseNameList(std::string_view text,
 // kInvalidArgument "--flag must be in [min, max], got value" unless in range.
 Status CheckRange(std::string_view flag, int64_t value, int64_t min,
                   int64_t max);
+
+// Reads typed, range-checked flag values out of a parsed variables_map and
+// keeps the first error, so that a main() reads all its flags and checks
+// once. After an error, getters return `min` (or zero), never throw.
+class FlagReader {
+ public:
+  explicit FlagReader(const po::variables_map& vm) : vm_(vm) {}
+  // An int64 flag in [min, max].
+  int64_t Int(const char* flag, int64_t min, int64_t max);
+  // A flag given in seconds (a double) in [min, max], as milliseconds;
+  // with `exclusive_min`, the value must be above min.
+  std::chrono::milliseconds Seconds(const char* flag, double min, double max,
+                                    bool exclusive_min = false);
+  // Endpoints of a flag, or none if its value is "off" and `may_be_off`.
+  std::vector<Endpoint> Endpoints(const char* flag, Role default_role,
+                                  bool may_be_off = false);
+  // Records an error of the caller's own (first one wins).
+  void Fail(Status status);
+  const Status& status() const { return status_; }
+
+ private:
+  const po::variables_map& vm_;
+  Status status_;
+};
 
 // Prints "<program>: <message>" and the --help hint to stderr; returns 64.
 int ReportUsageError(std::string_view program, std::string_view message);

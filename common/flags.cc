@@ -38,61 +38,27 @@ void AddCommonFlags(po::options_description& options, unsigned sets,
   }
 }
 
-namespace {
-
-StatusOr<int64_t> Get(const po::variables_map& vm, const char* flag,
-                      int64_t min, int64_t max) {
-  int64_t value = vm[flag].as<int64_t>();
-  Status status = CheckRange(flag, value, min, max);
-  if (!status.ok()) return status;
-  return value;
-}
-
-StatusOr<std::chrono::milliseconds> GetSeconds(const po::variables_map& vm,
-                                               const char* flag, double max) {
-  double seconds = vm[flag].as<double>();
-  if (!(seconds >= 0 && seconds <= max)) {
-    return InvalidArgument("--" + std::string(flag) + " must be in [0, " +
-                           std::to_string(static_cast<int64_t>(max)) +
-                           "] seconds, got " + std::to_string(seconds));
-  }
-  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
-}
-
-}  // namespace
-
 StatusOr<CommonFlags> ReadCommonFlags(const po::variables_map& vm,
                                       unsigned sets) {
+  FlagReader read(vm);
   CommonFlags flags;
-  auto hwm = Get(vm, "hwm", 1, 1'000'000);
-  if (!hwm.ok()) return hwm.status();
-  flags.socket.hwm = static_cast<int>(*hwm);
-  auto queue = Get(vm, "queue", 1, 100'000'000);
-  if (!queue.ok()) return queue.status();
-  flags.queue_capacity = static_cast<size_t>(*queue);
-  auto linger = Get(vm, "linger-ms", 0, 3'600'000);
-  if (!linger.ok()) return linger.status();
-  flags.socket.linger_ms = static_cast<int>(*linger);
-  auto stats = GetSeconds(vm, "stats-interval", 86400);
-  if (!stats.ok()) return stats.status();
-  flags.stats_interval = *stats;
+  flags.socket.hwm = static_cast<int>(read.Int("hwm", 1, 1'000'000));
+  flags.queue_capacity = static_cast<size_t>(read.Int("queue", 1, 100'000'000));
+  flags.socket.linger_ms = static_cast<int>(read.Int("linger-ms", 0, 3'600'000));
+  flags.stats_interval = read.Seconds("stats-interval", 0, 86400);
   if (sets & kReceiverFlags) {
-    auto max_frame = Get(vm, "max-frame-bytes", 64, 512 << 20);
-    if (!max_frame.ok()) return max_frame.status();
-    flags.receive.max_frame_bytes = static_cast<size_t>(*max_frame);
+    flags.receive.max_frame_bytes =
+        static_cast<size_t>(read.Int("max-frame-bytes", 64, 512 << 20));
     flags.socket.max_frame_bytes = flags.receive.max_frame_bytes;
   }
   if (sets & kSenderFlags) {
-    auto items = Get(vm, "batch-items", 1, 1'000'000);
-    if (!items.ok()) return items.status();
-    flags.send.batch_items = static_cast<size_t>(*items);
-    auto bytes = Get(vm, "batch-bytes", 1, 256 << 20);
-    if (!bytes.ok()) return bytes.status();
-    flags.send.batch_bytes = static_cast<size_t>(*bytes);
-    auto drain = GetSeconds(vm, "drain-timeout", 86400);
-    if (!drain.ok()) return drain.status();
-    flags.send.drain_timeout = *drain;
+    flags.send.batch_items =
+        static_cast<size_t>(read.Int("batch-items", 1, 1'000'000));
+    flags.send.batch_bytes =
+        static_cast<size_t>(read.Int("batch-bytes", 1, 256 << 20));
+    flags.send.drain_timeout = read.Seconds("drain-timeout", 0, 86400);
   }
+  if (!read.status().ok()) return read.status();
   return flags;
 }
 

@@ -51,63 +51,35 @@ int Main(int argc, const char* const argv[]) {
   po::variables_map vm;
   if (auto exit = ParseCommandLine(info, options, argc, argv, vm)) return *exit;
 
+  FlagReader read(vm);
   ProducerOptions opts;
-  auto out = ParseEndpoints(vm["out"].as<std::string>(), Role::kBind);
-  if (!out.ok()) return ReportUsageError(info.name, "--out: " + out.status().message());
-  opts.out = *out;
-  int64_t count = vm["count"].as<int64_t>();
-  if (Status s = CheckRange("count", count, 0, static_cast<int64_t>(kMaxStreamCount)); !s.ok()) {
-    return ReportUsageError(info.name, s.message());
-  }
-  opts.count = static_cast<uint64_t>(count);
+  opts.out = read.Endpoints("out", Role::kBind);
+  opts.count = static_cast<uint64_t>(
+      read.Int("count", 0, static_cast<int64_t>(kMaxStreamCount)));
   if (vm.count("input")) {
     if (!vm["count"].defaulted()) {
-      return ReportUsageError(info.name, "--count and --input exclude each other");
+      read.Fail(InvalidArgument("--count and --input exclude each other"));
     }
     opts.input = vm["input"].as<std::string>();
   }
   opts.stream = vm.count("stream") ? vm["stream"].as<std::string>() : NewStreamId();
   if (opts.stream.empty() || opts.stream.size() > kMaxStreamIdBytes) {
-    return ReportUsageError(info.name, "--stream must be 1..64 bytes");
+    read.Fail(InvalidArgument("--stream must be 1..64 bytes"));
   }
-  int64_t peers = vm["peers"].as<int64_t>();
-  if (Status s = CheckRange("peers", peers, 0, 100000); !s.ok()) {
-    return ReportUsageError(info.name, s.message());
-  }
-  opts.wait_peers = static_cast<int>(peers);
-  std::string acks = vm["acks"].as<std::string>();
-  if (acks != "off") {
-    auto endpoints = ParseEndpoints(acks, Role::kConnect);
-    if (!endpoints.ok()) {
-      return ReportUsageError(info.name, "--acks: " + endpoints.status().message());
-    }
-    opts.acks = *endpoints;
-  }
-  int64_t window = vm["window"].as<int64_t>();
-  if (Status s = CheckRange("window", window, 1, 1'000'000); !s.ok()) {
-    return ReportUsageError(info.name, s.message());
-  }
-  opts.window = static_cast<size_t>(window);
-  double give_up = vm["give-up"].as<double>();
-  if (!(give_up > 0 && give_up <= 86400 * 365)) {
-    return ReportUsageError(info.name, "--give-up must be in (0, 31536000] seconds");
-  }
-  opts.give_up = std::chrono::milliseconds(static_cast<int64_t>(give_up * 1000));
-  int64_t rto_min = vm["rto-min-ms"].as<int64_t>();
-  int64_t rto_max = vm["rto-max-ms"].as<int64_t>();
-  if (Status s = CheckRange("rto-min-ms", rto_min, 1, 3'600'000); !s.ok()) {
-    return ReportUsageError(info.name, s.message());
-  }
-  if (Status s = CheckRange("rto-max-ms", rto_max, rto_min, 3'600'000); !s.ok()) {
-    return ReportUsageError(info.name, s.message());
-  }
+  opts.wait_peers = static_cast<int>(read.Int("peers", 0, 100000));
+  opts.acks = read.Endpoints("acks", Role::kConnect, /*may_be_off=*/true);
+  opts.window = static_cast<size_t>(read.Int("window", 1, 1'000'000));
+  opts.give_up = read.Seconds("give-up", 0, 86400 * 365, /*exclusive_min=*/true);
+  int64_t rto_min = read.Int("rto-min-ms", 1, 3'600'000);
+  int64_t rto_max = read.Int("rto-max-ms", rto_min, 3'600'000);
   opts.retransmit.min_rto = std::chrono::milliseconds(rto_min);
   opts.retransmit.max_rto = std::chrono::milliseconds(rto_max);
   opts.retransmit.initial_rto = std::clamp(std::chrono::milliseconds(1000),
                                            opts.retransmit.min_rto,
                                            opts.retransmit.max_rto);
   auto flags = ReadCommonFlags(vm, kSenderFlags);
-  if (!flags.ok()) return ReportUsageError(info.name, flags.status().message());
+  if (!flags.ok()) read.Fail(flags.status());
+  if (!read.status().ok()) return ReportUsageError(info.name, read.status().message());
   opts.flags = *flags;
   if (Status s = InitLogging(info.name, vm["log-level"].as<std::string>()); !s.ok()) {
     return ReportUsageError(info.name, s.message());

@@ -61,57 +61,27 @@ int Main(int argc, const char* const argv[]) {
   po::variables_map vm;
   if (auto exit = ParseCommandLine(info, options, argc, argv, vm)) return *exit;
 
+  FlagReader read(vm);
   SinkOptions opts;
-  auto in = ParseEndpoints(vm["in"].as<std::string>(), Role::kBind);
-  if (!in.ok()) return ReportUsageError(info.name, "--in: " + in.status().message());
-  opts.in = *in;
-  int64_t streams = vm["streams"].as<int64_t>();
-  if (Status s = CheckRange("streams", streams, 0, 1'000'000); !s.ok()) {
-    return ReportUsageError(info.name, s.message());
-  }
-  opts.streams = static_cast<uint64_t>(streams);
+  opts.in = read.Endpoints("in", Role::kBind);
+  opts.streams = static_cast<uint64_t>(read.Int("streams", 0, 1'000'000));
   if (vm.count("output")) opts.output = vm["output"].as<std::string>();
   opts.ordered = vm["ordered"].as<bool>();
   if (opts.ordered && opts.output.empty()) {
-    return ReportUsageError(info.name, "--ordered needs --output FILE");
+    read.Fail(InvalidArgument("--ordered needs --output FILE"));
   }
-  int64_t window = vm["reorder-window"].as<int64_t>();
-  if (Status s = CheckRange("reorder-window", window, 1, 100'000'000); !s.ok()) {
-    return ReportUsageError(info.name, s.message());
-  }
-  opts.reorder_capacity = static_cast<size_t>(window);
+  opts.reorder_capacity =
+      static_cast<size_t>(read.Int("reorder-window", 1, 100'000'000));
   if (vm.count("report")) opts.report = vm["report"].as<std::string>();
-  double idle = vm["idle-timeout"].as<double>();
-  if (!(idle >= 0 && idle <= 86400 * 365)) {
-    return ReportUsageError(info.name, "--idle-timeout must be 0..31536000 seconds");
-  }
-  if (idle > 0) opts.idle_timeout = std::chrono::milliseconds(static_cast<int64_t>(idle * 1000));
-  int64_t max_streams = vm["max-streams"].as<int64_t>();
-  if (Status s = CheckRange("max-streams", max_streams, 1, 1'000'000); !s.ok()) {
-    return ReportUsageError(info.name, s.message());
-  }
-  opts.max_streams = static_cast<size_t>(max_streams);
-  std::string acks = vm["acks"].as<std::string>();
-  if (acks != "off") {
-    auto endpoints = ParseEndpoints(acks, Role::kBind);
-    if (!endpoints.ok()) {
-      return ReportUsageError(info.name, "--acks: " + endpoints.status().message());
-    }
-    opts.acks = *endpoints;
-  }
-  int64_t ack_batch = vm["ack-batch"].as<int64_t>();
-  if (Status s = CheckRange("ack-batch", ack_batch, 1, 1'000'000); !s.ok()) {
-    return ReportUsageError(info.name, s.message());
-  }
-  opts.ack.batch_items = static_cast<size_t>(ack_batch);
-  int64_t ack_interval = vm["ack-interval-ms"].as<int64_t>();
-  if (Status s = CheckRange("ack-interval-ms", ack_interval, 1, 60'000); !s.ok()) {
-    return ReportUsageError(info.name, s.message());
-  }
-  opts.ack.interval = std::chrono::milliseconds(ack_interval);
+  auto idle = read.Seconds("idle-timeout", 0, 86400 * 365);
+  if (idle.count() > 0) opts.idle_timeout = idle;
+  opts.max_streams = static_cast<size_t>(read.Int("max-streams", 1, 1'000'000));
+  opts.acks = read.Endpoints("acks", Role::kBind, /*may_be_off=*/true);
+  opts.ack.batch_items = static_cast<size_t>(read.Int("ack-batch", 1, 1'000'000));
+  opts.ack.interval = std::chrono::milliseconds(read.Int("ack-interval-ms", 1, 60'000));
   opts.max_rate = vm["max-rate"].as<double>();
   if (!(opts.max_rate >= 0 && opts.max_rate <= 1e9)) {
-    return ReportUsageError(info.name, "--max-rate must be 0..1e9 items/s");
+    read.Fail(InvalidArgument("--max-rate must be 0..1e9 items/s"));
   }
   std::string progress = vm["progress"].as<std::string>();
   if (progress == "auto") {
@@ -119,10 +89,11 @@ int Main(int argc, const char* const argv[]) {
   } else if (progress == "on" || progress == "off") {
     opts.progress = progress == "on";
   } else {
-    return ReportUsageError(info.name, "--progress must be auto, on or off");
+    read.Fail(InvalidArgument("--progress must be auto, on or off"));
   }
   auto flags = ReadCommonFlags(vm, kReceiverFlags);
-  if (!flags.ok()) return ReportUsageError(info.name, flags.status().message());
+  if (!flags.ok()) read.Fail(flags.status());
+  if (!read.status().ok()) return ReportUsageError(info.name, read.status().message());
   opts.flags = *flags;
   if (Status s = InitLogging(info.name, vm["log-level"].as<std::string>()); !s.ok()) {
     return ReportUsageError(info.name, s.message());

@@ -43,13 +43,11 @@ int Main(int argc, const char* const argv[]) {
   po::variables_map vm;
   if (auto exit = ParseCommandLine(info, options, argc, argv, vm)) return *exit;
 
+  FlagReader read(vm);
   StageOptions opts;
-  auto in = ParseEndpoints(vm["in"].as<std::string>(), Role::kConnect);
-  if (!in.ok()) return ReportUsageError(info.name, "--in: " + in.status().message());
-  opts.in = *in;
-  auto out = ParseEndpoints(vm["out"].as<std::string>(), Role::kConnect);
-  if (!out.ok()) return ReportUsageError(info.name, "--out: " + out.status().message());
-  opts.out = *out;
+  opts.in = read.Endpoints("in", Role::kConnect);
+  opts.out = read.Endpoints("out", Role::kConnect);
+  if (!read.status().ok()) return ReportUsageError(info.name, read.status().message());
 
   auto names = ParseNameList(vm["op"].as<std::string>(), "op");
   if (!names.ok()) return ReportUsageError(info.name, names.status().message());

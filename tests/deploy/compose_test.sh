@@ -42,11 +42,7 @@ check "results reach the sink" test $? = 0
 tokens=$(compose ps -q token)
 check "the job is still running when the scale-down starts" \
   test "$(docker inspect -f '{{.State.Running}}' "$(compose ps -q sink)")" = true
-declare -A waiter
-for c in $tokens; do
-  docker wait "$c" >"$OUT/exit.$c" 2>/dev/null &
-  waiter[$c]=$!
-done
+watch_exits "$OUT" $tokens
 started=$(date +%s)
 compose up -d --no-build --no-recreate --scale token=1 --scale result=2 >>"$OUT/up.log" 2>&1
 took=$(($(date +%s) - started))
@@ -54,10 +50,9 @@ remaining=$(compose ps -q token)
 stopped=0
 for c in $tokens; do
   [[ $remaining == *"$c"* ]] && continue
-  wait "${waiter[$c]}"  # Its `docker wait` returns once it has exited.
-  wait_for=$(cat "$OUT/exit.$c" 2>/dev/null)
+  await_exit "$OUT" "$c"
   stopped=$((stopped + 1))
-  check "stopped token worker ${c:0:12} exited 0 (got '${wait_for}')" test "$wait_for" = 0
+  check "stopped token worker ${c:0:12} exited 0 (got '$EXIT_CODE')" test "$EXIT_CODE" = 0
 done
 check "two token workers were stopped" test "$stopped" = 2
 check "they stopped within the 30 s grace period (${took} s)" test "$took" -lt 30

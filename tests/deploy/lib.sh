@@ -68,6 +68,22 @@ wait_for_line() {
   return $rc
 }
 
+# watch_exits DIR CONTAINER...: records each container's exit code in DIR
+# when it exits (a background `docker wait` each), for await_exit.
+declare -A EXIT_WATCHER
+watch_exits() {
+  local dir=$1 c; shift
+  for c in "$@"; do
+    docker wait "$c" >"$dir/exit.$c" 2>/dev/null &
+    EXIT_WATCHER[$c]=$!
+  done
+}
+# await_exit DIR CONTAINER: blocks until it has exited; sets EXIT_CODE.
+await_exit() {
+  wait "${EXIT_WATCHER[$2]}" 2>/dev/null
+  EXIT_CODE=$(cat "$1/exit.$2" 2>/dev/null)
+}
+
 # A fresh folder the sink (uid 10001 in the container) can write to.
 make_out_dir() {
   local dir

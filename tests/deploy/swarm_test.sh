@@ -42,11 +42,7 @@ check "results reach the sink" test $? = 0
 check "the job is still running when the scale-down starts" \
   test "$(docker inspect -f '{{.State.Running}}' "$sink")" = true
 tokens=$(docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_token")
-declare -A waiter
-for c in $tokens; do
-  docker wait "$c" >"$OUT/exit.$c" 2>/dev/null &
-  waiter[$c]=$!
-done
+watch_exits "$OUT" $tokens
 started=$(date +%s)
 docker service scale "${STACK}_token=1" >/dev/null 2>&1
 took=$(($(date +%s) - started))
@@ -55,10 +51,10 @@ remaining=$(docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_
 stopped=0
 for c in $tokens; do
   [[ $remaining == *"$c"* ]] && continue
-  wait "${waiter[$c]}"  # Its `docker wait` returns once it has exited.
+  await_exit "$OUT" "$c"
   stopped=$((stopped + 1))
-  code=$(cat "$OUT/exit.$c" 2>/dev/null)
-  check "scaled-down token task ${c:0:12} drained and exited 0 (got '$code')" test "$code" = 0
+  check "scaled-down token task ${c:0:12} drained and exited 0 (got '$EXIT_CODE')" \
+    test "$EXIT_CODE" = 0
 done
 check "two token tasks were stopped" test "$stopped" = 2
 
