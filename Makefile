@@ -33,7 +33,7 @@ BENCH_RUNS ?= 3
 BUILD_PACKAGES := cmake g++ make pkg-config \
   libzmq3-dev cppzmq-dev libprotobuf-dev protobuf-compiler \
   libboost-program-options-dev libspdlog-dev nlohmann-json3-dev \
-  libgtest-dev libgmock-dev libbenchmark-dev
+  prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
 TEST_PACKAGES := clang libclang-rt-14-dev iproute2 jq
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -14,7 +14,10 @@ void AddCommonFlags(po::options_description& options, unsigned sets,
        "on exit, how long sockets may still flush queued frames (ms)")
       ("stats-interval", po::value<double>()->default_value(
                              d.stats_interval.count() / 1000.0),
-       "log the counters every S seconds (0: only at exit)");
+       "log the counters every S seconds (0: only at exit)")
+      ("metrics", po::value<std::string>()->default_value(""),
+       "serve the counters to Prometheus at http://HOST:PORT/metrics "
+       "(e.g. 0.0.0.0:9100; port 0 picks a free one; empty: off)");
   if (sets & kReceiverFlags) {
     options.add_options()
         ("max-frame-bytes",
@@ -46,6 +49,7 @@ StatusOr<CommonFlags> ReadCommonFlags(const po::variables_map& vm,
   flags.queue_capacity = static_cast<size_t>(read.Int("queue", 1, 100'000'000));
   flags.socket.linger_ms = static_cast<int>(read.Int("linger-ms", 0, 3'600'000));
   flags.stats_interval = read.Seconds("stats-interval", 0, 86400);
+  flags.metrics_address = vm["metrics"].as<std::string>();
   if (sets & kReceiverFlags) {
     flags.receive.max_frame_bytes =
         static_cast<size_t>(read.Int("max-frame-bytes", 64, 512 << 20));

@@ -10,6 +10,7 @@
 //   --batch-bytes N      senders: a frame is cut once it holds this much
 //   --drain-timeout S    senders: after SIGTERM, how long to keep sending
 //   --stats-interval S   log the counters every S seconds (0 = only at exit)
+//   --metrics HOST:PORT  serve the counters to Prometheus (off by default)
 #ifndef SLUICE_COMMON_FLAGS_H_
 #define SLUICE_COMMON_FLAGS_H_
 
@@ -28,6 +29,7 @@ struct CommonFlags {
   SendOptions send;
   size_t queue_capacity = 1024;
   std::chrono::milliseconds stats_interval{30000};
+  std::string metrics_address;  // Empty: no metrics endpoint.
 };
 
 enum FlagSet : unsigned {

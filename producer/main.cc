@@ -6,6 +6,7 @@
 #include "common/exit_codes.h"
 #include "common/flags.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "producer/producer.h"
 
 namespace sluice {
@@ -88,6 +89,12 @@ int Main(int argc, const char* const argv[]) {
   StopSignal stop;
   stop.InstallSignalHandlers();
   ProducerCounters counters;
+  auto metrics = StartMetricsIfAsked(opts.flags.metrics_address, info.name,
+                                     [&] { return counters.ToJson(); });
+  if (!metrics.ok()) {
+    spdlog::error("{}", metrics.status().message());
+    return ExitCodeFor(metrics.status());
+  }
   Status status;
   {
     PeriodicTask stats(opts.flags.stats_interval, [&] {

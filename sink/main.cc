@@ -7,6 +7,7 @@
 #include "common/exit_codes.h"
 #include "common/flags.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "sink/sink.h"
 
 namespace sluice {
@@ -102,6 +103,12 @@ int Main(int argc, const char* const argv[]) {
   StopSignal stop;
   stop.InstallSignalHandlers();
   SinkCounters counters;
+  auto metrics = StartMetricsIfAsked(opts.flags.metrics_address, info.name,
+                                     [&] { return counters.ToJson(); });
+  if (!metrics.ok()) {
+    spdlog::error("{}", metrics.status().message());
+    return ExitCodeFor(metrics.status());
+  }
   SinkOutcome outcome;
   Status status = RunSink(opts, stop, counters, std::cout, std::cerr, outcome);
   spdlog::info("counters {}", counters.ToJson().dump());

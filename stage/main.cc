@@ -5,6 +5,7 @@
 #include "common/exit_codes.h"
 #include "common/flags.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "stage/stage.h"
 
 namespace sluice {
@@ -92,6 +93,12 @@ int Main(int argc, const char* const argv[]) {
   StopSignal stop;
   stop.InstallSignalHandlers();
   StageCounters counters(opts.ops.size());
+  auto metrics = StartMetricsIfAsked(opts.flags.metrics_address, info.name,
+                                     [&] { return counters.ToJson(opts); });
+  if (!metrics.ok()) {
+    spdlog::error("{}", metrics.status().message());
+    return ExitCodeFor(metrics.status());
+  }
   Status status;
   {
     PeriodicTask stats(opts.flags.stats_interval, [&] {

@@ -1,5 +1,10 @@
 #include "tests/integration/job.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "proto/sluice.pb.h"
 
 namespace sluice::testing {
@@ -33,6 +38,28 @@ std::string VersionedFrame(uint32_t version) {
   item->set_stream("bogus");
   item->set_seq(0);
   return e.SerializeAsString();
+}
+
+std::string HttpGet(const std::string& address, const std::string& path) {
+  size_t colon = address.rfind(':');
+  sockaddr_in peer = {};
+  peer.sin_family = AF_INET;
+  peer.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(colon + 1))));
+  if (inet_pton(AF_INET, address.substr(0, colon).c_str(), &peer.sin_addr) != 1) {
+    return "";
+  }
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  std::string response;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&peer), sizeof(peer)) == 0) {
+    std::string request = "GET " + path + " HTTP/1.0\r\nHost: " + address + "\r\n\r\n";
+    if (send(fd, request.data(), request.size(), 0) == static_cast<ssize_t>(request.size())) {
+      char buffer[4096];
+      ssize_t n;
+      while ((n = recv(fd, buffer, sizeof(buffer), 0)) > 0) response.append(buffer, n);
+    }
+  }
+  close(fd);
+  return response;
 }
 
 }  // namespace sluice::testing

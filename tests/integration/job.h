@@ -91,6 +91,9 @@ std::string EndOfStreamFrame(const std::string& stream, uint64_t count);
 // A valid batch with the version field set to `version`.
 std::string VersionedFrame(uint32_t version);
 
+// A plain HTTP/1.0 GET to "IPV4:PORT"; the whole response, "" on failure.
+std::string HttpGet(const std::string& address, const std::string& path);
+
 inline nlohmann::json ReadReport(const std::string& path) {
   std::string text = ReadFile(path);
   auto report = nlohmann::json::parse(text, nullptr, false);

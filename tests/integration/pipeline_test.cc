@@ -4,6 +4,7 @@
 // checks.
 #include <signal.h>
 
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -289,6 +290,47 @@ TEST(Pipeline, ProducerWhoseSinkAckSocketNeverAnswersExits69) {
                       nullptr, &err, /*acks_off=*/false),
             69);
   EXPECT_NE(err.find("did not answer"), std::string::npos) << err;
+}
+
+// STYLE "Counters are first-class": --metrics serves them to Prometheus.
+TEST(Pipeline, MetricsEndpointServesTheCountersOfARunningStage) {
+  auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--acks", "off",
+                                    "--progress", "off"});
+  std::string sink_in = sink->WaitReady()["in"];
+  auto stage = Start("sluice-stage", {"--op", "pass", "--in", "@tcp://127.0.0.1:*",
+                                      "--out", ">" + sink_in, "--metrics",
+                                      "127.0.0.1:0"});
+  std::string stage_in = stage->WaitReady()["in"];
+  std::string address;
+  ASSERT_TRUE(stage->WaitForOutput(
+      [&](const std::string&, const std::string& err) {
+        size_t at = err.find("serving metrics on http://");
+        if (at == std::string::npos) return false;
+        size_t begin = at + std::strlen("serving metrics on http://");
+        address = err.substr(begin, err.find('/', begin) - begin);
+        return true;
+      },
+      std::chrono::seconds(20)));
+  EXPECT_EQ(RunToExit("sluice-producer", {"--out", ">" + stage_in, "--count", "100"}), 0);
+  ASSERT_EQ(sink->Wait(kJobTimeout), 0) << sink->err();
+  std::string metrics = HttpGet(address, "/metrics");
+  EXPECT_NE(metrics.find("200 OK"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("sluice_rx_items_total{binary=\"sluice-stage\"} 100"),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("sluice_tx_items_total{binary=\"sluice-stage\"} 100"),
+            std::string::npos);
+  EXPECT_NE(metrics.find("sluice_rejected_parse_error_total"), std::string::npos);
+  stage->Signal(SIGTERM);
+  EXPECT_EQ(stage->Wait(std::chrono::seconds(30)), 0);
+}
+
+TEST(Cli, MetricsAddressThatCannotBeServedExits69) {
+  std::string err;
+  EXPECT_EQ(RunToExit("sluice-stage", {"--metrics", "127.0.0.1:99999"}, nullptr, &err), 69);
+  EXPECT_NE(err.find("cannot serve metrics"), std::string::npos) << err;
+  EXPECT_EQ(RunToExit("sluice-sink", {"--metrics", "nonsense"}, nullptr, &err), 64);
+  EXPECT_NE(err.find("HOST:PORT"), std::string::npos) << err;
 }
 
 // Producer --input: one item per line of a file or of stdin.
