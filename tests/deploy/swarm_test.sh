@@ -8,6 +8,7 @@ prepare_docker
 if [ "$(docker info -f '{{.Swarm.LocalNodeState}}')" != active ]; then
   docker swarm init --advertise-addr 127.0.0.1 >/dev/null ||
     { echo "SKIPPED: docker swarm init failed"; exit 77; }
+  on_exit "docker network rm docker_gwbridge"  # Made by swarm init; runs last.
   on_exit "docker swarm leave --force"
 fi
 
@@ -31,6 +32,9 @@ SLUICE_OUT=$OUT N=$N PEERS=3 TOKEN_REPLICAS=3 RESULT_REPLICAS=2 \
   TOKEN_THREADS=20 TOKEN_LATENCY_MS=20 \
   docker stack deploy --resolve-image never -c "$COMPOSE_FILE" "$STACK" >"$OUT/deploy.log" 2>&1
 check "stack deploy" test $? = 0
+# Cleanups run last-registered first: remove the stack, then the containers
+# of its finished tasks (the producer's and the sink's stay behind).
+on_exit "docker ps -aq --filter label=com.docker.stack.namespace=$STACK | xargs -r docker rm -f"
 on_exit "docker stack rm $STACK"
 check "token runs 3 replicas from deploy.replicas" \
   test "$(docker service inspect -f '{{.Spec.Mode.Replicated.Replicas}}' "${STACK}_token")" = 3
