@@ -140,9 +140,14 @@ std::string AckTopic(std::string_view stream) {
 }
 
 zmq::message_t FrameEncoder::EncodeBatch(std::span<Item> items) {
-  envelope_.Clear();
+  // Envelope::Clear() would delete the batch (a oneof member) and with it
+  // every wire::Item; clearing only the repeated field keeps them for reuse,
+  // so steady-state encoding allocates no Items.
+  if (envelope_.body_case() != wire::Envelope::kBatch) envelope_.Clear();
+  envelope_.clear_ack_stream();
   envelope_.set_version(kWireVersion);
   auto* wire_items = envelope_.mutable_batch()->mutable_items();
+  wire_items->Clear();
   wire_items->Reserve(static_cast<int>(items.size()));
   for (Item& item : items) {
     wire::Item* wire_item = wire_items->Add();
