@@ -61,7 +61,7 @@ std::optional<int> ParseCommandLine(const ProgramInfo& info,
                 << info.summary << "\n\n"
                 << all << "\nEvery flag can also be set as SLUICE_<FLAG> in "
                    "the environment (--idle-timeout: SLUICE_IDLE_TIMEOUT) or in "
-                   "a --config file.\nExit codes: 0 ok, 64 usage, 69 peer "
+                   "a --config file.\nExit codes: 0 ok, 64 usage, 65 items failed (sink), 69 peer "
                    "unavailable, 70 internal, 75 incomplete.\n";
       return kExitOk;
     }

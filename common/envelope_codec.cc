@@ -49,7 +49,10 @@ std::optional<RejectReason> ParseEnvelope(const void* data, size_t size,
     return RejectReason::kParseError;
   }
   if (!envelope.has_version()) return RejectReason::kMissingField;
-  if (envelope.version() != kWireVersion) return RejectReason::kBadVersion;
+  if (envelope.version() != kWireVersion &&
+      envelope.version() != kWireVersionOutcomes) {
+    return RejectReason::kBadVersion;
+  }
   return std::nullopt;
 }
 
@@ -78,6 +81,23 @@ std::optional<RejectReason> DecodeFrame(const void* data, size_t size,
         item.seq = wire_item.seq();
         item.payload = std::move(*wire_item.mutable_payload());
         item.produced_at_us = wire_item.produced_at_us();
+        if (wire_item.more_payloads_size() > 0) {
+          item.more_payloads.reserve(wire_item.more_payloads_size());
+          for (std::string& more : *wire_item.mutable_more_payloads()) {
+            item.more_payloads.push_back(std::move(more));
+          }
+        }
+        item.dropped = wire_item.dropped();
+        if (wire_item.has_failure()) {
+          wire::ItemFailure* f = wire_item.mutable_failure();
+          auto failure = std::make_shared<ItemFailure>();
+          failure->op = std::move(*f->mutable_op());
+          failure->reason = std::move(*f->mutable_reason());
+          failure->detail = std::move(*f->mutable_detail());
+          failure->worker = std::move(*f->mutable_worker());
+          failure->attempts = f->attempts();
+          item.failure = std::move(failure);
+        }
       }
       return std::nullopt;
     }
@@ -145,7 +165,7 @@ zmq::message_t FrameEncoder::EncodeBatch(std::span<Item> items) {
   // so steady-state encoding allocates no Items.
   if (envelope_.body_case() != wire::Envelope::kBatch) envelope_.Clear();
   envelope_.clear_ack_stream();
-  envelope_.set_version(kWireVersion);
+  uint32_t version = kWireVersion;
   auto* wire_items = envelope_.mutable_batch()->mutable_items();
   wire_items->Clear();
   wire_items->Reserve(static_cast<int>(items.size()));
@@ -155,7 +175,27 @@ zmq::message_t FrameEncoder::EncodeBatch(std::span<Item> items) {
     wire_item->set_seq(item.seq);
     wire_item->set_payload(std::move(item.payload));
     wire_item->set_produced_at_us(item.produced_at_us);
+    // Reused wire::Items keep their old contents: reset what may be set.
+    wire_item->clear_more_payloads();
+    wire_item->clear_dropped();
+    wire_item->clear_failure();
+    if (!item.more_payloads.empty() || item.dropped || item.failure) {
+      version = kWireVersionOutcomes;
+      for (std::string& more : item.more_payloads) {
+        wire_item->add_more_payloads(std::move(more));
+      }
+      wire_item->set_dropped(item.dropped);
+      if (item.failure) {
+        wire::ItemFailure* f = wire_item->mutable_failure();
+        f->set_op(item.failure->op);
+        f->set_reason(item.failure->reason);
+        f->set_detail(item.failure->detail);
+        f->set_worker(item.failure->worker);
+        f->set_attempts(item.failure->attempts);
+      }
+    }
   }
+  envelope_.set_version(version);
   return Serialize();
 }
 

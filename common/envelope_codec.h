@@ -25,7 +25,10 @@
 
 namespace sluice {
 
+// Frames are version 1 unless they carry an item with fan-out, a drop or a
+// failure (kWireVersionOutcomes); receivers accept both. Acks stay at 1.
 inline constexpr uint32_t kWireVersion = 1;
+inline constexpr uint32_t kWireVersionOutcomes = 2;
 inline constexpr size_t kMaxStreamIdBytes = 64;
 // Largest stream: 2^40 items. Bounds what a forged count can make a sink do.
 inline constexpr uint64_t kMaxStreamCount = uint64_t{1} << 40;
@@ -91,7 +94,13 @@ class FrameEncoder {
 
 // Bytes an item adds to a batch frame, roughly: used for batch byte caps.
 inline size_t ApproxEncodedBytes(const Item& item) {
-  return item.stream.size() + item.payload.size() + 24;
+  size_t bytes = item.stream.size() + item.payload.size() + 24;
+  for (const std::string& more : item.more_payloads) bytes += more.size() + 4;
+  if (item.failure) {
+    bytes += item.failure->op.size() + item.failure->reason.size() +
+             item.failure->detail.size() + item.failure->worker.size() + 16;
+  }
+  return bytes;
 }
 
 }  // namespace sluice

@@ -18,11 +18,13 @@ int Main(int argc, const char* const argv[]) {
       "sluice-sink",
       "The end of a Sluice pipeline. Receives results on --in, counts every "
       "(stream, sequence number) once, writes payloads to --output (in "
-      "sequence order with --ordered), and decides completion: a stream is "
-      "complete when its end-of-stream arrived and every item below its "
-      "count. Prints 'READY in=...' once bound, live progress on a terminal "
-      "(stderr), and a summary on stdout. Exits 0 after --streams complete "
-      "streams, 75 after --idle-timeout with items missing."};
+      "sequence order with --ordered) and failed items to --dead-letter, "
+      "and decides completion: a stream is complete when its end-of-stream "
+      "arrived and every item below its count, succeeded or failed. Prints "
+      "'READY in=...' once bound, live progress on a terminal (stderr), and "
+      "a summary on stdout. Exits 0 after --streams complete streams, 65 "
+      "if they completed with failed items, 75 after --idle-timeout with "
+      "items missing."};
   po::options_description options("Sink flags");
   options.add_options()
       ("in", po::value<std::string>()->default_value("@tcp://*:5558"),
@@ -31,6 +33,9 @@ int Main(int argc, const char* const argv[]) {
        "exit after K complete streams (0: run until stopped)")
       ("output", po::value<std::string>(),
        "write each result payload as a line of FILE")
+      ("dead-letter", po::value<std::string>(),
+       "write each failed item to FILE, one JSON object per line (payload, "
+       "stream, seq, op, reason, detail, worker, attempts)")
       ("ordered", po::bool_switch(),
        "write --output in sequence order per stream (bounded reorder buffer)")
       ("reorder-window", po::value<int64_t>()->default_value(100000),
@@ -67,6 +72,7 @@ int Main(int argc, const char* const argv[]) {
   opts.in = read.Endpoints("in", Role::kBind);
   opts.streams = static_cast<uint64_t>(read.Int("streams", 0, 1'000'000));
   if (vm.count("output")) opts.output = vm["output"].as<std::string>();
+  if (vm.count("dead-letter")) opts.dead_letter = vm["dead-letter"].as<std::string>();
   opts.ordered = vm["ordered"].as<bool>();
   if (opts.ordered && opts.output.empty()) {
     read.Fail(InvalidArgument("--ordered needs --output FILE"));

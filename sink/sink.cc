@@ -59,9 +59,17 @@ class Accounting {
         switch (tracker->AcceptItem(item.seq, item.produced_at_us, now_us, now)) {
           case StreamTracker::Outcome::kNew: {
             counters_.items_new.Add();
-            Status s = writer_->Write(item.stream, item.seq, std::move(item.payload));
+            if (item.failure) {
+              counters_.failed.Add();
+              tracker->RecordFailed(item.failure->reason);
+            } else if (item.dropped) {
+              counters_.dropped.Add();
+              tracker->RecordDropped();
+            }
+            const uint64_t seq = item.seq;
+            Status s = writer_->Write(std::move(item));
             if (!s.ok()) return s;
-            acks.Taken(item.stream, item.seq, now);
+            acks.Taken(tracker->id(), seq, now);
             break;
           }
           case StreamTracker::Outcome::kDuplicate:
@@ -148,6 +156,10 @@ class Accounting {
                             {"p99", totals.latency.Quantile(0.99) / 1000}};
     report["streams_complete"] = complete_streams_;
     report["out_of_range"] = totals.out_of_range;
+    report["failed"] = totals.failed;
+    report["failed_by_reason"] = totals.failed_by_reason;
+    report["dropped"] = totals.dropped;
+    report["dead_letters_written"] = writer_->dead_letters();
     report["written"] = writer_->written();
     report["output_in_order"] = writer_->output_in_order();
     report["streams"] = std::move(streams);
@@ -190,7 +202,8 @@ class Accounting {
  private:
   struct Totals {
     uint64_t expected = 0, received = 0, unique = 0, duplicates = 0,
-             missing = 0, out_of_range = 0;
+             missing = 0, out_of_range = 0, failed = 0, dropped = 0;
+    std::map<std::string, uint64_t> failed_by_reason;
     bool in_order = true, all_complete = true;
     std::optional<std::chrono::steady_clock::time_point> first, last;
     LatencyHistogram latency;
@@ -201,6 +214,11 @@ class Accounting {
       duplicates += t.duplicates();
       missing += t.missing();
       out_of_range += t.out_of_range();
+      failed += t.failed();
+      dropped += t.dropped();
+      for (const auto& [reason, n] : t.failed_by_reason()) {
+        failed_by_reason[reason] += n;
+      }
       in_order = in_order && t.in_order();
       all_complete = all_complete && t.complete();
       if (t.first_item_at() && (!first || *t.first_item_at() < *first)) {
@@ -233,6 +251,9 @@ class Accounting {
                        {"p99", t.latency().Quantile(0.99) / 1000}};
     s["out_of_range"] = t.out_of_range();
     s["after_end_of_stream"] = t.after_end_of_stream();
+    s["failed"] = t.failed();
+    s["failed_by_reason"] = t.failed_by_reason();
+    s["dropped"] = t.dropped();
     return s;
   }
 
@@ -287,7 +308,8 @@ std::string Summary(const nlohmann::json& r) {
     out << "stream " << s["stream"].get<std::string>() << ": "
         << (s["complete"].get<bool>() ? "complete" : "INCOMPLETE") << ", "
         << s["unique"] << "/" << s["expected"] << " unique, " << s["missing"]
-        << " missing, " << s["duplicates"] << " duplicates, arrived "
+        << " missing, " << s["failed"] << " failed, " << s["duplicates"]
+        << " duplicates, arrived "
         << (s["in_order"].get<bool>() ? "in order" : "out of order") << ", "
         << numbers << "\n";
     if (s.contains("missing_seqs")) {
@@ -300,6 +322,7 @@ std::string Summary(const nlohmann::json& r) {
   out << (r["complete"].get<bool>() ? "COMPLETE" : "INCOMPLETE") << ": "
       << r["unique"] << " of " << r["expected"] << " items in "
       << r["streams"].size() << " stream(s), " << r["missing"] << " missing, "
+      << r["failed"] << " failed, " << r["dropped"] << " dropped, "
       << r["duplicates"] << " duplicates, " << numbers << ", "
       << r["written"] << " written"
       << (r["output_in_order"].get<bool>() ? "" : " (output not fully ordered)");
@@ -318,6 +341,8 @@ nlohmann::json SinkCounters::ToJson() const {
   out["items_new"] = items_new.value();
   out["duplicates"] = duplicates.value();
   out["out_of_range"] = out_of_range.value();
+  out["failed"] = failed.value();
+  out["dropped"] = dropped.value();
   out["too_many_streams"] = too_many_streams.value();
   out["written"] = written.value();
   out["acks_sent"] = acks_sent.value();
@@ -328,7 +353,7 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
                SinkCounters& counters, std::ostream& ready_out,
                std::ostream& progress_out, SinkOutcome& outcome) {
   auto writer = OutputWriter::Open(options.output, options.ordered,
-                                   options.reorder_capacity);
+                                   options.reorder_capacity, options.dead_letter);
   if (!writer.ok()) return writer.status();
   Accounting accounting(options, counters, std::move(*writer));
 
@@ -468,9 +493,18 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
   if (!flushed.ok()) return flushed;
   if (!written.ok()) return written;
   if (!receive_end.ok()) return receive_end.status();
-  if (done) return Status::Ok();
+  const uint64_t failed = outcome.report["failed"].get<uint64_t>();
+  auto completed = [&] {
+    if (failed == 0) return Status::Ok();
+    return DataError("every stream completed, but " + std::to_string(failed) +
+                     " items failed" +
+                     (options.dead_letter.empty()
+                          ? std::string(" (no --dead-letter file was given)")
+                          : "; they are in " + options.dead_letter));
+  };
+  if (done) return completed();
   if (*receive_end == ReceiveEnd::kIdle) {
-    if (outcome.report["complete"].get<bool>()) return Status::Ok();
+    if (outcome.report["complete"].get<bool>()) return completed();
     return Incomplete("no message for " +
                       std::to_string(options.idle_timeout->count() / 1000.0) +
                       " s with " + outcome.report["missing"].dump() +

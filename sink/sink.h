@@ -9,6 +9,7 @@
 // --streams K streams are complete (OK), when no frame arrived for
 // --idle-timeout with work incomplete (kIncomplete), or on a stop request
 // (kCancelled). In every case the report is written and the output flushed.
+// A run whose streams completed with failed items ends kDataError (exit 65).
 #ifndef SLUICE_SINK_SINK_H_
 #define SLUICE_SINK_SINK_H_
 
@@ -35,6 +36,7 @@ struct SinkOptions {
   std::vector<Endpoint> in;
   uint64_t streams = 1;           // Complete streams to wait for; 0 = forever.
   std::string output;             // Empty: no output file.
+  std::string dead_letter;        // Failed items' file; empty: none.
   bool ordered = false;
   size_t reorder_capacity = 100000;  // Items buffered per stream, --ordered.
   std::string report;             // Empty: no report file.
@@ -55,6 +57,8 @@ struct SinkCounters {
   Counter items_new;          // First arrival of a (stream, seq).
   Counter duplicates;         // Later arrivals of one; not written.
   Counter out_of_range;       // seq >= the stream's count; not written.
+  Counter failed;             // New items an op gave up on (dead letters).
+  Counter dropped;            // New items an op dropped.
   Counter too_many_streams;   // Items of streams beyond --max-streams.
   Counter written;            // Lines written to --output.
   Counter acks_sent;          // Ack frames published.

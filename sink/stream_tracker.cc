@@ -140,6 +140,19 @@ void StreamTracker::CheckComplete(std::chrono::steady_clock::time_point now) {
   if (!completed_at_ && complete()) completed_at_ = now;
 }
 
+void StreamTracker::RecordFailed(const std::string& reason) {
+  ++failed_;
+  // The reason comes from the wire: bounded in length and in variety.
+  std::string key = reason.empty() ? "error" : reason.substr(0, 64);
+  auto it = failed_by_reason_.find(key);
+  if (it == failed_by_reason_.end() && failed_by_reason_.size() >= kMaxReasons) {
+    it = failed_by_reason_.try_emplace("other", 0).first;
+  } else if (it == failed_by_reason_.end()) {
+    it = failed_by_reason_.emplace(std::move(key), 0).first;
+  }
+  ++it->second;
+}
+
 uint64_t StreamTracker::missing() const {
   if (count_) return *count_ - in_range_;
   if (!highest_seq_) return 0;

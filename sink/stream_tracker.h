@@ -80,7 +80,19 @@ class StreamTracker {
   void AcceptEndOfStream(uint64_t count,
                          std::chrono::steady_clock::time_point now);
 
+  // Records how a new item (AcceptItem said kNew) ended: failed (counted by
+  // reason; at most kMaxReasons distinct reasons, the rest as "other") or
+  // dropped. Items that succeeded need no call.
+  void RecordFailed(const std::string& reason);
+  void RecordDropped() { ++dropped_; }
+  static constexpr size_t kMaxReasons = 64;
+
   const std::string& id() const { return id_; }
+  uint64_t failed() const { return failed_; }
+  uint64_t dropped() const { return dropped_; }
+  const std::map<std::string, uint64_t>& failed_by_reason() const {
+    return failed_by_reason_;
+  }
   bool complete() const { return count_ && in_range_ == *count_; }
   std::optional<uint64_t> expected() const { return count_; }
   uint64_t received() const { return received_; }
@@ -117,6 +129,9 @@ class StreamTracker {
   uint64_t out_of_range_ = 0;
   uint64_t conflicting_ends_ = 0;
   uint64_t after_end_ = 0;
+  uint64_t failed_ = 0;
+  uint64_t dropped_ = 0;
+  std::map<std::string, uint64_t> failed_by_reason_;
   std::optional<uint64_t> highest_seq_;
   bool in_order_ = true;
   std::optional<std::chrono::steady_clock::time_point> first_at_;

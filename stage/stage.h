@@ -2,8 +2,13 @@
 //
 // A stage worker: receives items, applies a chain of ops, sends them on.
 //
-//   receive thread (owns PULL) -> queue -> op 1 pool -> queue -> ... ->
-//   op K pool -> queue -> send thread (owns PUSH)
+//   receive thread (owns PULL) -> queue -> op 1 runner -> queue -> ... ->
+//   op K runner -> queue -> send thread (owns PUSH)
+//
+// Each op runs in its own shape (stage/op_runner.h): a pool of threads, or
+// an event loop with --concurrency slots. Its instances are made before the
+// sockets open, so a broken op (a co-process that cannot start) stops the
+// stage before it reports READY.
 //
 // Every queue is bounded, so a slow op or a slow downstream blocks whatever
 // feeds it, back to the socket upstream. End-of-stream markers pass through
@@ -29,29 +34,24 @@
 #include "common/frame_io.h"
 #include "common/status.h"
 #include "common/stop_signal.h"
-#include "stage/ops.h"
+#include "stage/op_runner.h"
 
 namespace sluice {
-
-struct OpSpec {
-  OpKind kind = OpKind::kPass;
-  int threads = 1;
-  std::chrono::milliseconds max_latency{0};
-};
 
 struct StageOptions {
   std::vector<Endpoint> in;
   std::vector<Endpoint> out;
-  std::vector<OpSpec> ops;  // At least one.
+  std::vector<OpPlan> ops;  // At least one.
   CommonFlags flags;
+  // Every flag as parsed, for the ops' own (OpContext::flags).
+  const boost::program_options::variables_map* op_flags = nullptr;
 };
 
 struct StageCounters {
-  explicit StageCounters(size_t op_count) : processed(op_count) {}
+  explicit StageCounters(size_t op_count) : ops(op_count) {}
   ReceiveCounters receive;
   SendCounters send;
-  std::deque<Counter> processed;  // Data items done, per op.
-  Counter unexpected_input;       // Items an op did not expect (still sent).
+  std::deque<OpCounters> ops;  // Per op of the chain.
   nlohmann::json ToJson(const StageOptions& options) const;
 };
 

@@ -114,7 +114,7 @@ TEST(EnvelopeCodec, RejectsTruncatedFrameAsParseError) {
 
 TEST(EnvelopeCodec, RejectsUnknownVersion) {
   wire::Envelope e = ValidBatch();
-  e.set_version(2);
+  e.set_version(3);
   std::vector<Item> out;
   EXPECT_EQ(Decode(Serialize(e), out), RejectReason::kBadVersion);
   e.set_version(0);

@@ -1,0 +1,170 @@
+// The ops of the token-then-result job, written on the public op API like any
+// user's op. Each stands for a remote call of up to --latency-ms:
+//
+//   token   payload i       -> "token_i"     (default 10 threads, 10 ms)
+//   result  "token_i"       -> "result_i"    (default 5 threads, 5 ms); an
+//                              input that is not a token fails the item
+//                              ("not_a_token"), it is not made up
+//   pass    payload         -> payload       (1 thread, 0 ms): the hub
+//
+// The latency is uniform in [0, --latency-ms). The per-item form sleeps on
+// its worker thread; with --concurrency K the asynchronous form waits on a
+// timer of the stage's event loop instead, K items at a time per loop.
+#include <random>
+#include <string_view>
+#include <thread>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "stage/op_registry.h"
+
+namespace sluice {
+namespace {
+
+constexpr std::string_view kTokenPrefix = "token_";
+constexpr std::string_view kResultPrefix = "result_";
+
+enum class Kind { kToken, kResult, kPass };
+
+// The transformation itself, in place.
+Status Apply(Kind kind, Item& item) {
+  switch (kind) {
+    case Kind::kToken:
+      item.payload.insert(0, kTokenPrefix);
+      return Status::Ok();
+    case Kind::kResult:
+      if (!std::string_view(item.payload).starts_with(kTokenPrefix)) {
+        return Permanent("not_a_token: result expects \"token_...\", got " +
+                         std::to_string(item.payload.size()) + " bytes not starting with it");
+      }
+      item.payload.replace(0, kTokenPrefix.size(), kResultPrefix);
+      return Status::Ok();
+    case Kind::kPass:
+      return Status::Ok();
+  }
+  return Status::Ok();
+}
+
+class Latency {
+ public:
+  explicit Latency(const OpContext& context)
+      : random_(std::random_device{}() + context.thread),
+        max_us_(std::chrono::duration_cast<std::chrono::microseconds>(
+                    context.max_latency).count()),
+        pick_(0, std::max<int64_t>(0, max_us_ - 1)) {}
+  bool none() const { return max_us_ <= 0; }
+  std::chrono::microseconds Next() {
+    return std::chrono::microseconds(none() ? 0 : pick_(random_));
+  }
+
+ private:
+  std::mt19937_64 random_;
+  int64_t max_us_;
+  std::uniform_int_distribution<int64_t> pick_;
+};
+
+template <Kind kKind>
+class Simulated : public ItemOp {
+ public:
+  explicit Simulated(const OpContext& context) : latency_(context) {}
+  Status Process(Item& item) override {
+    // The simulated remote call: the one deliberate sleep of a stage.
+    if (!latency_.none()) std::this_thread::sleep_for(latency_.Next());
+    return Apply(kKind, item);
+  }
+
+ private:
+  Latency latency_;
+};
+
+// The same op waiting on a timer of the event loop: thousands of items in
+// flight on one thread, no allocation per item (timers are reused).
+template <Kind kKind>
+class SimulatedAsync : public AsyncOp {
+ public:
+  explicit SimulatedAsync(const OpContext& context)
+      : io_(*context.io), latency_(context) {}
+
+  void Start(Item& item, Completion done) override {
+    if (latency_.none()) {
+      done(Apply(kKind, item));
+      return;
+    }
+    Waiting* w = Take();
+    w->item = &item;
+    w->timer.expires_after(latency_.Next());
+    w->timer.async_wait([this, w, done](const boost::system::error_code& ec) {
+      Item* target = w->item;
+      Give(w);
+      if (ec || target == nullptr) return;  // Cancelled: the item is not ours.
+      done(Apply(kKind, *target));
+    });
+  }
+
+  void Cancel(Item& item) override {
+    for (auto& w : all_) {
+      if (w->item == &item) {
+        w->item = nullptr;
+        w->timer.cancel();
+      }
+    }
+  }
+
+ private:
+  struct Waiting {
+    explicit Waiting(boost::asio::io_context& io) : timer(io) {}
+    boost::asio::steady_timer timer;
+    Item* item = nullptr;
+  };
+  Waiting* Take() {
+    if (idle_.empty()) {
+      all_.push_back(std::make_unique<Waiting>(io_));
+      return all_.back().get();
+    }
+    Waiting* w = idle_.back();
+    idle_.pop_back();
+    return w;
+  }
+  void Give(Waiting* w) {
+    w->item = nullptr;
+    idle_.push_back(w);
+  }
+
+  boost::asio::io_context& io_;
+  Latency latency_;
+  std::vector<std::unique_ptr<Waiting>> all_;  // At most --concurrency.
+  std::vector<Waiting*> idle_;
+};
+
+template <Kind kKind>
+OpDefinition Define(std::string name, std::string summary, int threads,
+                    int latency_ms) {
+  return OpDefinition{
+      .name = std::move(name),
+      .summary = std::move(summary),
+      .make_item = Make<Simulated<kKind>>,
+      .make_async = Make<SimulatedAsync<kKind>>,
+      .default_threads = threads,
+      .default_latency = std::chrono::milliseconds(latency_ms),
+      // Without latency the op costs less than a queue hand-off.
+      .max_run = 64,
+  };
+}
+
+}  // namespace
+
+void RegisterSimulatedOps() {
+  static RegisterOp token(Define<Kind::kToken>(
+      "token", "payload i -> token_i, a simulated API call of up to --latency-ms (10)",
+      10, 10));
+  static RegisterOp result(Define<Kind::kResult>(
+      "result",
+      "token_i -> result_i, a simulated API call of up to --latency-ms (5); "
+      "anything else fails as not_a_token",
+      5, 5));
+  static RegisterOp pass(Define<Kind::kPass>(
+      "pass", "forwards items unchanged (the hub between two scaled stages)", 1, 0));
+}
+
+}  // namespace sluice

@@ -1,0 +1,358 @@
+// The op runtime (stage/op_runner.h) with ops of every shape, defined here
+// through the public API exactly as a user would.
+#include "stage/op_runner.h"
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <gtest/gtest.h>
+
+#include "stage/op_registry.h"
+
+namespace sluice {
+namespace {
+
+namespace po = boost::program_options;
+
+Item DataItem(uint64_t seq, std::string payload) {
+  Item item;
+  item.stream = "s";
+  item.seq = seq;
+  item.payload = std::move(payload);
+  return item;
+}
+
+// Runs `items` through one op with `plan` and returns what comes out,
+// sorted by seq (end-of-stream markers last).
+std::vector<Item> RunThrough(OpPlan plan, std::vector<Item> items,
+                             OpCounters& counters) {
+  static const po::variables_map no_flags;
+  auto runner = OpRunner::Create(plan, no_flags, counters);
+  EXPECT_TRUE(runner.ok()) << runner.status().message();
+  if (!runner.ok()) return {};
+  BoundedQueue<Item> in(16), out(16);
+  (*runner)->Start(in, out);
+  std::thread feeder([&] {
+    for (Item& item : items) EXPECT_TRUE(in.Push(std::move(item)));
+    in.Close();
+  });
+  std::vector<Item> result;
+  while (auto item = out.Pop()) result.push_back(std::move(*item));
+  feeder.join();
+  (*runner)->Join();
+  std::stable_sort(result.begin(), result.end(), [](const Item& a, const Item& b) {
+    return std::make_pair(a.end_of_stream, a.seq) < std::make_pair(b.end_of_stream, b.seq);
+  });
+  return result;
+}
+
+OpPlan PlanFor(const OpDefinition& definition, int threads = 1) {
+  OpPlan plan;
+  plan.definition = &definition;
+  plan.threads = threads;
+  plan.retries = 2;
+  plan.backoff = std::chrono::milliseconds(1);
+  return plan;
+}
+
+class Upper : public ItemOp {
+ public:
+  Status Process(Item& item) override {
+    for (char& c : item.payload) c = static_cast<char>(std::toupper(c));
+    return Status::Ok();
+  }
+};
+
+TEST(OpRunner, ItemOpRewritesEveryPayloadOnEveryThreadAndPassesEndOfStream) {
+  OpDefinition upper{.name = "upper", .make_item = Make<Upper>};
+  std::vector<Item> items;
+  for (uint64_t i = 0; i < 500; ++i) items.push_back(DataItem(i, "item" + std::to_string(i)));
+  items.push_back(Item::EndOfStream("s", 500));
+  OpCounters counters;
+  auto out = RunThrough(PlanFor(upper, 4), std::move(items), counters);
+  ASSERT_EQ(out.size(), 501u);
+  for (uint64_t i = 0; i < 500; ++i) EXPECT_EQ(out[i].payload, "ITEM" + std::to_string(i));
+  EXPECT_TRUE(out[500].end_of_stream);
+  EXPECT_EQ(counters.processed.value(), 500u);
+  EXPECT_EQ(counters.failed.value(), 0u);
+}
+
+// Fails the first `failures` attempts of every item with `status`.
+class Flaky : public ItemOp {
+ public:
+  Flaky(int failures, Status status) : failures_(failures), status_(std::move(status)) {}
+  Status Process(Item& item) override {
+    if (attempts_[item.seq]++ < failures_) return status_;
+    item.payload += "!";
+    return Status::Ok();
+  }
+
+ private:
+  int failures_;
+  Status status_;
+  std::map<uint64_t, int> attempts_;
+};
+
+TEST(OpRunner, TransientFailuresAreRetriedUntilTheItemSucceeds) {
+  OpDefinition flaky{.name = "flaky", .make_item = [](const OpContext&) {
+                       return StatusOr<std::unique_ptr<ItemOp>>(
+                           std::make_unique<Flaky>(2, Transient("busy: try later")));
+                     }};
+  OpCounters counters;
+  auto out = RunThrough(PlanFor(flaky), {DataItem(0, "a"), DataItem(1, "b")}, counters);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_FALSE(out[0].failed());
+  EXPECT_EQ(out[0].payload, "a!");
+  EXPECT_EQ(counters.retries.value(), 4u);
+  EXPECT_EQ(counters.failed.value(), 0u);
+}
+
+TEST(OpRunner, AnItemOutOfRetriesIsMarkedFailedWithItsInputPayload) {
+  OpDefinition flaky{.name = "flaky", .make_item = [](const OpContext&) {
+                       return StatusOr<std::unique_ptr<ItemOp>>(
+                           std::make_unique<Flaky>(100, Transient("quota: over the limit")));
+                     }};
+  OpCounters counters;
+  auto out = RunThrough(PlanFor(flaky), {DataItem(7, "input")}, counters);
+  ASSERT_EQ(out.size(), 1u);
+  ASSERT_TRUE(out[0].failed());
+  EXPECT_EQ(out[0].payload, "input");
+  EXPECT_EQ(out[0].failure->op, "flaky");
+  EXPECT_EQ(out[0].failure->reason, "quota");
+  EXPECT_EQ(out[0].failure->detail, "quota: over the limit");
+  EXPECT_EQ(out[0].failure->attempts, 3u);  // 1 + --retries 2.
+  EXPECT_NE(out[0].failure->worker.find("/flaky#0"), std::string::npos);
+  EXPECT_EQ(counters.failed.value(), 1u);
+}
+
+TEST(OpRunner, PermanentFailuresAreNotRetried) {
+  OpDefinition flaky{.name = "flaky", .make_item = [](const OpContext&) {
+                       return StatusOr<std::unique_ptr<ItemOp>>(
+                           std::make_unique<Flaky>(100, Permanent("bad input")));
+                     }};
+  OpCounters counters;
+  auto out = RunThrough(PlanFor(flaky), {DataItem(0, "x")}, counters);
+  ASSERT_TRUE(out[0].failed());
+  EXPECT_EQ(out[0].failure->attempts, 1u);
+  EXPECT_EQ(out[0].failure->reason, "error");  // No lower_snake code given.
+  EXPECT_EQ(counters.retries.value(), 0u);
+}
+
+class Throws : public ItemOp {
+ public:
+  Status Process(Item&) override { throw std::runtime_error("boom"); }
+};
+
+TEST(OpRunner, AnExceptionFailsTheAttemptAndIsRetriedThenDeadLettered) {
+  OpDefinition throws{.name = "throws", .make_item = Make<Throws>};
+  OpCounters counters;
+  auto out = RunThrough(PlanFor(throws), {DataItem(0, "x")}, counters);
+  ASSERT_TRUE(out[0].failed());
+  EXPECT_EQ(out[0].failure->reason, "exception");
+  EXPECT_EQ(out[0].failure->detail, "exception: boom");
+  EXPECT_EQ(counters.retries.value(), 2u);
+}
+
+TEST(OpRunner, ItemsThatFailedEarlierBypassTheNextOp) {
+  OpDefinition upper{.name = "upper", .make_item = Make<Upper>};
+  Item failed = DataItem(0, "keep me");
+  failed.failure = std::make_shared<ItemFailure>(ItemFailure{.op = "earlier", .reason = "x"});
+  OpCounters counters;
+  auto out = RunThrough(PlanFor(upper), {std::move(failed)}, counters);
+  EXPECT_EQ(out[0].payload, "keep me");
+  EXPECT_EQ(out[0].failure->op, "earlier");
+  EXPECT_EQ(counters.processed.value(), 0u);
+}
+
+// Drops odd payloads, fans even ones out into two.
+class Split : public ItemOp {
+ public:
+  Status Process(Item& item) override {
+    if (std::stoi(item.payload) % 2) {
+      item.Drop();
+    } else {
+      item.AddOutput(item.payload + "b");
+      item.payload += "a";
+    }
+    return Status::Ok();
+  }
+};
+
+TEST(OpRunner, AnOpCanDropAnItemOrEmitSeveralAndTheNextOpSeesEachOutput) {
+  OpDefinition split{.name = "split", .make_item = Make<Split>};
+  OpDefinition upper{.name = "upper", .make_item = Make<Upper>};
+  OpCounters first, second;
+  auto mid = RunThrough(PlanFor(split), {DataItem(0, "0"), DataItem(1, "1")}, first);
+  auto out = RunThrough(PlanFor(upper), std::move(mid), second);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].payload, "0A");
+  EXPECT_EQ(out[0].more_payloads, std::vector<std::string>{"0B"});
+  EXPECT_TRUE(out[1].dropped);
+  EXPECT_EQ(out[1].output_count(), 0u);
+  EXPECT_EQ(first.dropped.value(), 1u);
+}
+
+// Records the size of every call; fails payload "bad" for good.
+class Batched : public BatchOp {
+ public:
+  explicit Batched(std::vector<size_t>* calls) : calls_(calls) {}
+  void ProcessBatch(std::span<Item> items, std::span<Status> statuses) override {
+    calls_->push_back(items.size());
+    for (size_t i = 0; i < items.size(); ++i) {
+      if (items[i].payload == "bad") {
+        statuses[i] = Permanent("bad_item: no");
+      } else {
+        items[i].payload = "<" + items[i].payload + ">";
+      }
+    }
+  }
+
+ private:
+  std::vector<size_t>* calls_;
+};
+
+TEST(OpRunner, BatchOpGetsRunsOfItemsAndAStatusPerItem) {
+  std::vector<size_t> calls;
+  OpDefinition batched{
+      .name = "batched",
+      .make_batch = [&calls](const OpContext&) {
+        return StatusOr<std::unique_ptr<BatchOp>>(std::make_unique<Batched>(&calls));
+      },
+      .max_run = 8};
+  std::vector<Item> items;
+  for (uint64_t i = 0; i < 100; ++i) items.push_back(DataItem(i, i == 50 ? "bad" : "x"));
+  OpCounters counters;
+  auto out = RunThrough(PlanFor(batched), std::move(items), counters);
+  ASSERT_EQ(out.size(), 100u);
+  EXPECT_EQ(out[0].payload, "<x>");
+  ASSERT_TRUE(out[50].failed());
+  EXPECT_EQ(out[50].failure->reason, "bad_item");
+  EXPECT_EQ(out[50].payload, "bad");
+  for (size_t n : calls) EXPECT_LE(n, 8u);
+  EXPECT_LT(calls.size(), 100u);  // Runs, not one call per item.
+}
+
+// Completes each item after `delay` on the loop's timer, counting how many
+// are in flight at once. Never completes payload "hang".
+class Timed : public AsyncOp {
+ public:
+  Timed(const OpContext& context, std::atomic<int>* peak)
+      : io_(*context.io), peak_(peak) {}
+  void Start(Item& item, Completion done) override {
+    if (item.payload == "hang") return;
+    ++in_flight_;
+    *peak_ = std::max(peak_->load(), in_flight_);
+    auto timer = std::make_shared<boost::asio::steady_timer>(io_, std::chrono::milliseconds(20));
+    timer->async_wait([this, timer, &item, done](const boost::system::error_code&) {
+      --in_flight_;
+      item.payload = "done_" + item.payload;
+      done(Status::Ok());
+    });
+  }
+
+ private:
+  boost::asio::io_context& io_;
+  std::atomic<int>* peak_;
+  int in_flight_ = 0;
+};
+
+TEST(OpRunner, AsyncOpHasUpToConcurrencyItemsInFlightOnOneLoopThread) {
+  std::atomic<int> peak{0};
+  OpDefinition timed{.name = "timed", .make_async = [&peak](const OpContext& c) {
+                       return StatusOr<std::unique_ptr<AsyncOp>>(std::make_unique<Timed>(c, &peak));
+                     }};
+  OpPlan plan = PlanFor(timed);
+  plan.concurrency = 50;
+  std::vector<Item> items;
+  for (uint64_t i = 0; i < 1000; ++i) items.push_back(DataItem(i, std::to_string(i)));
+  items.push_back(Item::EndOfStream("s", 1000));
+  OpCounters counters;
+  auto start = std::chrono::steady_clock::now();
+  auto out = RunThrough(plan, std::move(items), counters);
+  auto elapsed = std::chrono::steady_clock::now() - start;
+  ASSERT_EQ(out.size(), 1001u);
+  for (uint64_t i = 0; i < 1000; ++i) EXPECT_EQ(out[i].payload, "done_" + std::to_string(i));
+  EXPECT_LE(peak.load(), 50);
+  EXPECT_GT(peak.load(), 10);  // Really concurrent, not one at a time.
+  // One at a time would take 20 s; with 50 slots about 0.4 s.
+  EXPECT_LT(elapsed, std::chrono::seconds(10));
+  EXPECT_EQ(counters.processed.value(), 1000u);
+}
+
+TEST(OpRunner, AsyncAttemptsPastTheTimeoutAreRetriedThenFailedAsTimeout) {
+  std::atomic<int> peak{0};
+  OpDefinition timed{.name = "timed", .make_async = [&peak](const OpContext& c) {
+                       return StatusOr<std::unique_ptr<AsyncOp>>(std::make_unique<Timed>(c, &peak));
+                     }};
+  OpPlan plan = PlanFor(timed);
+  plan.concurrency = 4;
+  plan.timeout = std::chrono::milliseconds(100);
+  OpCounters counters;
+  auto out = RunThrough(plan, {DataItem(0, "hang"), DataItem(1, "fine")}, counters);
+  ASSERT_EQ(out.size(), 2u);
+  ASSERT_TRUE(out[0].failed());
+  EXPECT_EQ(out[0].failure->reason, "timeout");
+  EXPECT_EQ(out[0].failure->attempts, 3u);
+  EXPECT_EQ(out[0].payload, "hang");
+  EXPECT_EQ(out[1].payload, "done_fine");
+  EXPECT_EQ(counters.timeouts.value(), 3u);
+}
+
+TEST(OpRunner, FailedMakeStopsTheRunnerBeforeItStarts) {
+  OpDefinition broken{.name = "broken", .make_item = [](const OpContext&) {
+                        return StatusOr<std::unique_ptr<ItemOp>>(Unavailable("cannot reach it"));
+                      }};
+  OpCounters counters;
+  po::variables_map vm;
+  auto runner = OpRunner::Create(PlanFor(broken), vm, counters);
+  ASSERT_FALSE(runner.ok());
+  EXPECT_EQ(runner.status().code(), StatusCode::kUnavailable);
+}
+
+TEST(OpRunner, FailureReasonIsALeadingLowerSnakeCodeOrError) {
+  EXPECT_EQ(FailureReason("timeout: 10 ms"), "timeout");
+  EXPECT_EQ(FailureReason("not_a_token: x"), "not_a_token");
+  EXPECT_EQ(FailureReason("Bad Thing: x"), "error");
+  EXPECT_EQ(FailureReason("no colon"), "error");
+  EXPECT_EQ(FailureReason(": empty code"), "error");
+}
+
+TEST(OpRunner, RetryBackoffDoublesWithJitterAndIsCapped) {
+  for (int i = 0; i < 100; ++i) {
+    auto first = RetryBackoff(std::chrono::milliseconds(100), 1);
+    EXPECT_GE(first, std::chrono::milliseconds(50));
+    EXPECT_LE(first, std::chrono::milliseconds(100));
+    auto third = RetryBackoff(std::chrono::milliseconds(100), 3);
+    EXPECT_GE(third, std::chrono::milliseconds(200));
+    EXPECT_LE(third, std::chrono::milliseconds(400));
+    EXPECT_LE(RetryBackoff(std::chrono::milliseconds(100), 60), std::chrono::seconds(30));
+  }
+}
+
+TEST(OpRegistry, BuiltinOpsAreRegisteredAndUnknownNamesAreAbsent) {
+  RegisterBuiltinOps();
+  EXPECT_EQ(RegisteredOpNames(), "exec, pass, result, token");
+  EXPECT_NE(FindOp("token"), nullptr);
+  EXPECT_TRUE(FindOp("token")->make_async);
+  EXPECT_EQ(FindOp("tokn"), nullptr);
+}
+
+TEST(SimulatedOps, TokenThenResultMapsIToResultIAndResultRejectsANonToken) {
+  RegisterBuiltinOps();
+  OpCounters a, b;
+  auto mid = RunThrough(PlanFor(*FindOp("token")), {DataItem(0, "42")}, a);
+  auto out = RunThrough(PlanFor(*FindOp("result")), std::move(mid), b);
+  EXPECT_EQ(out[0].payload, "result_42");
+  auto bad = RunThrough(PlanFor(*FindOp("result")), {DataItem(0, "7")}, b);
+  ASSERT_TRUE(bad[0].failed());
+  EXPECT_EQ(bad[0].failure->reason, "not_a_token");
+  EXPECT_EQ(bad[0].payload, "7");
+}
+
+}  // namespace
+}  // namespace sluice
