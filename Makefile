@@ -28,13 +28,15 @@ BENCH_RUNS ?= 3
 
 # Debian bookworm packages. Building the binaries (and configuring the test
 # and benchmark targets) needs BUILD_PACKAGES; running every test needs
-# TEST_PACKAGES too (clang for the fuzzer, iproute2 for the netns tests;
+# TEST_PACKAGES too (clang for the fuzzer, iproute2 for the netns tests,
+# Debian's python3 with pyzmq and protobuf for the examples in other languages;
 # the docker tests install Docker themselves, see deploy/docker-env.sh).
 BUILD_PACKAGES := cmake g++ make pkg-config \
   libzmq3-dev cppzmq-dev libprotobuf-dev protobuf-compiler \
   libboost-program-options-dev libspdlog-dev nlohmann-json3-dev \
   prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
-TEST_PACKAGES := clang libclang-rt-14-dev iproute2 jq
+TEST_PACKAGES := clang libclang-rt-14-dev iproute2 jq python3 python3-zmq \
+  python3-protobuf
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

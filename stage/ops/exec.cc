@@ -76,7 +76,7 @@ StatusOr<std::vector<std::string>> SplitCommand(const std::string& command) {
 StatusOr<ExecConfig> ReadConfig(const po::variables_map& vm) {
   ExecConfig config;
   if (!vm.count("exec") || vm["exec"].as<std::string>().empty()) {
-    return InvalidArgument("--op exec needs --exec 'CMD' (the co-process to run)");
+    return InvalidArgument("needs --exec 'CMD' (the co-process to run)");
   }
   config.command = vm["exec"].as<std::string>();
   auto argv = SplitCommand(config.command);
@@ -310,28 +310,47 @@ class ExecOp : public BatchOp {
               "holding a newline (use --exec-framing lp)");
           continue;
         }
-        outgoing_ += payload;
-        outgoing_ += '\n';
-      } else {
-        if (payload.size() >= kLpRetry) {
-          statuses[i] = Permanent("too_large: payload over 4 GiB");
-          continue;
-        }
-        AppendLength(static_cast<uint32_t>(payload.size()));
-        outgoing_ += payload;
+      } else if (payload.size() >= kLpRetry) {
+        statuses[i] = Permanent("too_large: payload over 4 GiB");
+        continue;
       }
+      Frame(payload);
       sent_.push_back(i);
     }
-    if (sent_.empty()) return;
+    // Items behind the one a co-process was holding when it died or hung
+    // are not at fault: they go to a fresh co-process at once, without
+    // spending an attempt. Each round settles at least the item held.
+    while (!sent_.empty()) {
+      size_t settled = Exchange(items, statuses);
+      sent_.erase(sent_.begin(), sent_.begin() + static_cast<std::ptrdiff_t>(settled));
+      if (sent_.empty()) break;
+      outgoing_.clear();
+      for (size_t i : sent_) Frame(items[i].payload);
+    }
+  }
+
+ private:
+  void Frame(const std::string& payload) {
+    if (config_.framing == Framing::kLengthPrefixed) {
+      AppendLength(static_cast<uint32_t>(payload.size()));
+    }
+    outgoing_ += payload;
+    if (config_.framing == Framing::kLines) outgoing_ += '\n';
+  }
+
+  // Sends outgoing_ (the framed items of sent_) and reads their answers.
+  // Returns how many items of sent_, from the front, are settled: all of
+  // them, or up to and including the one the co-process held when it died,
+  // hung or sent an oversized answer (that one's status says why).
+  size_t Exchange(std::span<Item> items, std::span<Status> statuses) {
     if (!process_ || !process_->alive()) {
-      if (process_) process_.reset();
+      process_.reset();
       Status started = StartCoprocess();
       if (!started.ok()) {
         for (size_t i : sent_) statuses[i] = Transient("coprocess_start: " + started.message());
-        return;
+        return sent_.size();
       }
     }
-
     answers_.clear();
     size_t written = 0, parsed = 0, answered = 0;
     auto head_since = std::chrono::steady_clock::now();
@@ -342,48 +361,40 @@ class ExecOp : public BatchOp {
             head_since + timeout_ - std::chrono::steady_clock::now());
         if (wait.count() <= 0) {
           process_->Kill();
+          process_.reset();
           statuses[sent_[answered]] = Transient(
               "timeout: co-process gave no answer within " +
               std::to_string(timeout_.count()) + " ms; killed it");
-          FailUnanswered(answered + 1, statuses, "coprocess_killed: killed after "
-                         "another item timed out");
-          process_.reset();
-          return;
+          return answered + 1;
         }
       }
       bool open = process_->Pump(wait, &answers_, &outgoing_, &written);
-      // Take every complete answer received so far.
       while (answered < sent_.size()) {
         std::optional<Status> got = NextAnswer(parsed, items[sent_[answered]]);
         if (!got) break;
+        if (got->code() == StatusCode::kInternal) {
+          // Over --exec-max-bytes: the stream of answers is out of step.
+          process_->Kill();
+          process_.reset();
+          statuses[sent_[answered]] = Permanent(got->message());
+          return answered + 1;
+        }
         statuses[sent_[answered]] = std::move(*got);
         ++answered;
         head_since = std::chrono::steady_clock::now();
-        if (!statuses[sent_[answered - 1]].ok() &&
-            statuses[sent_[answered - 1]].code() == StatusCode::kInternal) {
-          break;
-        }
-      }
-      if (answered > 0 && statuses[sent_[answered - 1]].code() == StatusCode::kInternal) {
-        // An answer over --exec-max-bytes: the stream is out of step.
-        statuses[sent_[answered - 1]] = Permanent(statuses[sent_[answered - 1]].message());
-        process_->Kill();
-        FailUnanswered(answered, statuses, "coprocess_killed: killed after an oversized answer");
-        process_.reset();
-        return;
       }
       if (!open && answered < sent_.size()) {
         process_->Kill();
-        FailUnanswered(answered, statuses,
-                       "coprocess_died: co-process '" + config_.command + "' " +
-                           process_->exit_description() + " before answering");
+        statuses[sent_[answered]] = Transient(
+            "coprocess_died: co-process '" + config_.command + "' " +
+            process_->exit_description() + " while holding this item");
         process_.reset();
-        return;
+        return answered + 1;
       }
     }
+    return answered;
   }
 
- private:
   void AppendLength(uint32_t n) {
     char bytes[4] = {static_cast<char>(n >> 24), static_cast<char>(n >> 16),
                      static_cast<char>(n >> 8), static_cast<char>(n)};
@@ -392,10 +403,6 @@ class ExecOp : public BatchOp {
   static uint32_t ReadLength(const std::string& s, size_t at) {
     auto b = [&](size_t i) { return static_cast<uint32_t>(static_cast<uint8_t>(s[at + i])); };
     return b(0) << 24 | b(1) << 16 | b(2) << 8 | b(3);
-  }
-
-  void FailUnanswered(size_t from, std::span<Status> statuses, const std::string& why) {
-    for (size_t k = from; k < sent_.size(); ++k) statuses[sent_[k]] = Transient(why);
   }
 
   // The next complete answer in answers_ (from `parsed` on), applied to

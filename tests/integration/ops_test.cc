@@ -1,0 +1,273 @@
+// Issue 7, "Your own stages": ops of every shape in the real binaries, the
+// exec co-process op and its faults, and failed items that reach the sink's
+// dead-letter file instead of being lost.
+#include <signal.h>
+
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "proto/sluice.pb.h"
+#include "tests/integration/job.h"
+
+namespace sluice::testing {
+namespace {
+
+const std::string kPython = "/usr/bin/python3";
+const std::string kExamples = std::string(SLUICE_SOURCE_DIR) + "/examples/python";
+
+std::string WriteScript(const TempDir& dir, const std::string& name,
+                        const std::string& text) {
+  std::string path = dir.File(name);
+  std::ofstream(path) << text;
+  return path;
+}
+
+// producer (binds) -> one stage per element of `stages` in a row (each
+// connects; a hub would be needed for several workers per stage) -> sink.
+// Here every stage is a single process, so each binds its output for the
+// next one.
+struct Chain {
+  TempDir dir;
+  std::unique_ptr<Process> sink, producer;
+  std::vector<std::unique_ptr<Process>> stages;
+
+  void Run(const std::vector<Args>& stage_args, Args producer_args,
+           Args sink_args = {}) {
+    Args s = {"--in", "@tcp://127.0.0.1:*", "--output", dir.File("out.txt"),
+              "--report", dir.File("report.json"), "--dead-letter",
+              dir.File("dead.jsonl"), "--idle-timeout", "60", "--progress", "off"};
+    s.insert(s.end(), sink_args.begin(), sink_args.end());
+    sink = Start("sluice-sink", s);
+    auto ready = sink->WaitReady();
+    std::string next_in = ready["in"];
+    // Start from the sink backwards: each stage binds its input for the one
+    // before it and connects to the one after.
+    std::vector<std::unique_ptr<Process>> reversed;
+    for (auto it = stage_args.rbegin(); it != stage_args.rend(); ++it) {
+      Args args = *it;
+      args.insert(args.end(), {"--in", "@tcp://127.0.0.1:*", "--out", ">" + next_in,
+                               "--stats-interval", "0.1"});
+      reversed.push_back(Start("sluice-stage", args));
+      next_in = reversed.back()->WaitReady()["in"];
+    }
+    for (auto it = reversed.rbegin(); it != reversed.rend(); ++it) {
+      stages.push_back(std::move(*it));
+    }
+    Args p = {"--out", ">" + next_in, "--acks", ">" + ready["acks"]};
+    p.insert(p.end(), producer_args.begin(), producer_args.end());
+    producer = Start("sluice-producer", p);
+    producer->WaitReady();
+  }
+  // Waits for the sink and the producer, stops the stages (each must exit
+  // 0), returns the sink's exit code.
+  int Finish() {
+    int code = sink->Wait(kJobTimeout).value_or(-1);
+    EXPECT_EQ(producer->Wait(kJobTimeout), 0) << producer->err();
+    for (auto& stage : stages) stage->Signal(SIGTERM);
+    for (auto& stage : stages) EXPECT_EQ(stage->Wait(std::chrono::seconds(30)), 0) << stage->err();
+    return code;
+  }
+  nlohmann::json Report() { return ReadReport(dir.File("report.json")); }
+  std::vector<nlohmann::json> DeadLetters() {
+    std::vector<nlohmann::json> lines;
+    std::istringstream in(ReadFile(dir.File("dead.jsonl")));
+    for (std::string line; std::getline(in, line);) {
+      lines.push_back(nlohmann::json::parse(line));
+    }
+    return lines;
+  }
+};
+
+// Issue 7, point 3: the whole job through Python co-processes.
+TEST(Ops, TokenThenResultJobRunsExactlyThroughPythonCoprocesses) {
+  Chain chain;
+  chain.Run({{"--op", "exec", "--exec", kPython + " " + kExamples + "/token.py", "--threads", "2"},
+             {"--op", "exec", "--exec", kPython + " " + kExamples + "/result.py"}},
+            {"--count", "3000"}, {"--ordered"});
+  ASSERT_EQ(chain.Finish(), 0) << chain.sink->err();
+  ExpectCompleteExactly(chain.Report(), 3000);
+  EXPECT_EQ(ReadFile(chain.dir.File("out.txt")), ExpectedResults(3000));
+  // The co-process's stderr is in the stage's log, one line per line.
+  EXPECT_NE(chain.stages[0]->err().find("token.py ready"), std::string::npos);
+  EXPECT_EQ(chain.stages[0]->LastCounters()["processed_0_exec"], 3000);
+}
+
+// Issue 7, point 4: items an op fails reach the sink marked failed, go to
+// the dead-letter file with their reason, and the stream completes (65).
+TEST(Ops, FailedItemsAreDeadLetteredAndTheStreamCompletesWithExit65) {
+  Chain chain;
+  std::string input = chain.dir.File("in.txt");
+  std::ofstream(input) << "token_0\nnot a token\ntoken_2\n\xff\xfe\n";
+  chain.Run({{"--op", "exec", "--exec", kPython + " " + kExamples + "/result.py"}},
+            {"--input", input, "--stream", "dl"}, {"--ordered"});
+  ASSERT_EQ(chain.Finish(), 65) << chain.sink->err();
+  nlohmann::json report = chain.Report();
+  EXPECT_EQ(report["complete"], true);
+  EXPECT_EQ(report["unique"], 4);
+  EXPECT_EQ(report["failed"], 2);
+  EXPECT_EQ(report["failed_by_reason"]["not_a_token"], 2);
+  EXPECT_EQ(report["written"], 2);
+  EXPECT_EQ(ReadFile(chain.dir.File("out.txt")), "result_0\nresult_2\n");
+  auto dead = chain.DeadLetters();
+  ASSERT_EQ(dead.size(), 2u);
+  EXPECT_EQ(dead[0]["stream"], "dl");
+  EXPECT_EQ(dead[0]["seq"], 1);
+  EXPECT_EQ(dead[0]["payload"], "not a token");
+  EXPECT_EQ(dead[0]["op"], "exec");
+  EXPECT_EQ(dead[0]["reason"], "not_a_token");
+  EXPECT_EQ(dead[0]["attempts"], 1);  // A permanent failure: no retry.
+  EXPECT_NE(dead[0]["worker"].get<std::string>().find("/exec#0"), std::string::npos);
+  EXPECT_EQ(dead[1]["payload_base64"], "//4=");  // Not UTF-8: base64.
+  EXPECT_NE(chain.sink->out().find("2 failed"), std::string::npos) << chain.sink->out();
+}
+
+// Issue 7, point 3: a co-process that dies is restarted and the item it held
+// is retried; nothing is lost or failed.
+TEST(Ops, CoprocessThatDiesIsRestartedAndTheItemItHeldIsRetried) {
+  Chain chain;
+  std::string marker = chain.dir.File("died-once");
+  std::string script = WriteScript(chain.dir, "dies.py",
+      "import os, sys\n"
+      "for line in sys.stdin:\n"
+      "    if line == '500\\n' and not os.path.exists('" + marker + "'):\n"
+      "        open('" + marker + "', 'w').close()\n"
+      "        os._exit(3)\n"
+      "    sys.stdout.write('token_' + line)\n"
+      "    sys.stdout.flush()\n");
+  chain.Run({{"--op", "exec,result", "--exec", kPython + " " + script,
+              "--threads", "1,1", "--latency-ms", "0", "--retry-backoff-ms", "10"}},
+            {"--count", "2000"}, {"--ordered"});
+  ASSERT_EQ(chain.Finish(), 0) << chain.sink->err();
+  ExpectCompleteExactly(chain.Report(), 2000);
+  EXPECT_EQ(ReadFile(chain.dir.File("out.txt")), ExpectedResults(2000));
+  nlohmann::json counters = chain.stages[0]->LastCounters();
+  EXPECT_GE(counters["retries_0_exec"].get<int>(), 1);
+  EXPECT_EQ(counters["failed_0_exec"], 0);
+  std::string log = chain.stages[0]->err();
+  size_t first = log.find("started co-process");
+  ASSERT_NE(first, std::string::npos);
+  EXPECT_NE(log.find("started co-process", first + 1), std::string::npos) << log;
+}
+
+// Issue 7, point 3: a co-process that hangs is killed after --op-timeout-ms;
+// the item it held fails as "timeout" once its retries are spent.
+TEST(Ops, CoprocessThatHangsIsKilledAfterTheOpTimeout) {
+  Chain chain;
+  std::string script = WriteScript(chain.dir, "hangs.py",
+      "import sys, time\n"
+      "for line in sys.stdin:\n"
+      "    if line == '5\\n':\n"
+      "        time.sleep(3600)\n"
+      "    sys.stdout.write('token_' + line)\n"
+      "    sys.stdout.flush()\n");
+  chain.Run({{"--op", "exec,result", "--exec", kPython + " " + script, "--threads", "1,1",
+              "--latency-ms", "0", "--op-timeout-ms", "300", "--retries", "1",
+              "--retry-backoff-ms", "10"}},
+            {"--count", "20", "--stream", "hang"});
+  ASSERT_EQ(chain.Finish(), 65) << chain.sink->err();
+  nlohmann::json report = chain.Report();
+  EXPECT_EQ(report["complete"], true);
+  EXPECT_EQ(report["failed"], 1);
+  EXPECT_EQ(report["failed_by_reason"]["timeout"], 1);
+  auto dead = chain.DeadLetters();
+  ASSERT_EQ(dead.size(), 1u);
+  EXPECT_EQ(dead[0]["seq"], 5);
+  EXPECT_EQ(dead[0]["payload"], "5");
+  EXPECT_EQ(dead[0]["attempts"], 2);
+  EXPECT_EQ(report["written"], 19);
+}
+
+// Issue 7, bad input: a line-framed payload holding a newline is an error of
+// that item, never split into two.
+TEST(Ops, LineFramedPayloadHoldingANewlineFailsThatItemInsteadOfSplittingIt) {
+  TempDir dir;
+  auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--output", dir.File("out.txt"),
+                                    "--dead-letter", dir.File("dead.jsonl"), "--report",
+                                    dir.File("report.json"), "--progress", "off",
+                                    "--acks", "off", "--idle-timeout", "60"});
+  std::string sink_in = sink->WaitReady()["in"];
+  Injector into_stage;
+  auto stage = Start("sluice-stage", {"--op", "exec", "--exec", "cat", "--in",
+                                      ">" + into_stage.address(), "--out", ">" + sink_in});
+  stage->WaitReady();
+  wire::Envelope e;
+  e.set_version(1);
+  for (int i = 0; i < 3; ++i) {
+    wire::Item* item = e.mutable_batch()->add_items();
+    item->set_stream("nl");
+    item->set_seq(i);
+    item->set_payload(i == 1 ? "two\nlines" : "line" + std::to_string(i));
+  }
+  into_stage.Send(e.SerializeAsString());
+  into_stage.Send(EndOfStreamFrame("nl", 3));
+  ASSERT_EQ(sink->Wait(kJobTimeout), 65) << sink->err();
+  EXPECT_EQ(ReadFile(dir.File("out.txt")), "line0\nline2\n");
+  nlohmann::json report = ReadReport(dir.File("report.json"));
+  EXPECT_EQ(report["failed_by_reason"]["newline_in_payload"], 1);
+  EXPECT_NE(ReadFile(dir.File("dead.jsonl")).find("\"payload\":\"two\\nlines\""),
+            std::string::npos);
+  stage->Signal(SIGTERM);
+  EXPECT_EQ(stage->Wait(std::chrono::seconds(30)), 0);
+}
+
+// Issue 7, point 3: --exec-framing lp carries any bytes, newlines included.
+TEST(Ops, LengthPrefixedFramingCarriesAnyBytes) {
+  Chain chain;
+  std::string script = WriteScript(chain.dir, "lp.py",
+      "import struct, sys\n"
+      "r, w = sys.stdin.buffer, sys.stdout.buffer\n"
+      "while True:\n"
+      "    head = r.read(4)\n"
+      "    if len(head) < 4: break\n"
+      "    data = r.read(struct.unpack('>I', head)[0])\n"
+      "    out = b'result_' + data + b'\\nline2'\n"
+      "    w.write(struct.pack('>I', len(out)) + out)\n"
+      "    w.flush()\n");
+  chain.Run({{"--op", "exec", "--exec", kPython + " " + script, "--exec-framing", "lp"}},
+            {"--count", "500"});
+  ASSERT_EQ(chain.Finish(), 0) << chain.sink->err();
+  ExpectCompleteExactly(chain.Report(), 500);
+  // Each payload holds a newline now, so the output has two lines per item.
+  std::string out = ReadFile(chain.dir.File("out.txt"));
+  EXPECT_NE(out.find("result_499\nline2\n"), std::string::npos);
+}
+
+// Issue 7, point 1 (async shape), and issue 10's async slots: token and
+// result waiting on timers of one loop thread, many items in flight.
+TEST(Ops, AsyncTokenAndResultWithConcurrencyRunTheJobExactly) {
+  Chain chain;
+  chain.Run({{"--op", "token,result", "--concurrency", "200", "--latency-ms", "10,5"}},
+            {"--count", "5000"}, {"--ordered"});
+  ASSERT_EQ(chain.Finish(), 0) << chain.sink->err();
+  ExpectCompleteExactly(chain.Report(), 5000);
+  EXPECT_EQ(ReadFile(chain.dir.File("out.txt")), ExpectedResults(5000));
+}
+
+// Issue 7, bad input: the new flags' errors are clear, with the right codes.
+TEST(Ops, OpFlagsAreValidatedAndShownByOpHelp) {
+  std::string out, err;
+  EXPECT_EQ(RunToExit("sluice-stage", {"--op", "exec", "--help"}, &out), 0);
+  EXPECT_NE(out.find("Flags of op exec"), std::string::npos) << out;
+  EXPECT_NE(out.find("--exec-framing"), std::string::npos) << out;
+  EXPECT_EQ(RunToExit("sluice-stage", {"--help"}, &out), 0);
+  for (const char* op : {"token", "result", "pass", "exec"}) {
+    EXPECT_NE(out.find(std::string("  ") + op + " "), std::string::npos) << op << out;
+  }
+  EXPECT_EQ(RunToExit("sluice-stage", {"--op", "tokn"}, nullptr, &err), 64);
+  EXPECT_NE(err.find("registered ops: exec, pass, result, token"), std::string::npos) << err;
+  EXPECT_EQ(RunToExit("sluice-stage", {"--op", "exec", "--exec", "cat", "--exec-framing", "xml"},
+                      nullptr, &err), 64);
+  EXPECT_NE(err.find("--exec-framing"), std::string::npos) << err;
+  EXPECT_EQ(RunToExit("sluice-stage", {"--op", "exec"}, nullptr, &err), 64);
+  EXPECT_NE(err.find("--exec"), std::string::npos) << err;
+  EXPECT_EQ(RunToExit("sluice-stage", {"--op", "exec", "--exec", "/no/such/program --x"},
+                      nullptr, &err), 69);
+  EXPECT_NE(err.find("/no/such/program"), std::string::npos) << err;
+  EXPECT_NE(err.find("No such file"), std::string::npos) << err;
+  EXPECT_EQ(RunToExit("sluice-stage", {"--op", "exec,pass", "--exec", "cat", "--concurrency", "5,5"}, nullptr, &err), 64);
+  EXPECT_NE(err.find("no asynchronous form"), std::string::npos) << err;
+}
+
+}  // namespace
+}  // namespace sluice::testing
