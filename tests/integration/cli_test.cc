@@ -54,7 +54,7 @@ TEST(Cli, ImpossibleNumbersExit64WithTheFlagNamed) {
       {"sluice-producer", {"--hwm", "0"}, "--hwm"},
       {"sluice-producer", {"--stream", std::string(65, 's')}, "--stream"},
       {"sluice-producer", {"--count", "5", "--input", "-"}, "--input"},
-      {"sluice-stage", {"--op", "token,result", "--threads", "10"}, "--threads"},
+      {"sluice-stage", {"--op", "token,result", "--threads", "10,5,1"}, "--threads"},
       {"sluice-stage", {"--op", "token", "--threads", "0"}, "--threads"},
       {"sluice-stage", {"--op", "tokn"}, "tokn"},
       {"sluice-stage", {"--op", "token", "--latency-ms", "-1"}, "--latency-ms"},

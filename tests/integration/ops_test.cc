@@ -31,6 +31,7 @@ struct Chain {
   TempDir dir;
   std::unique_ptr<Process> sink, producer;
   std::vector<std::unique_ptr<Process>> stages;
+  std::string stage_binary = BinaryPath("sluice-stage");
 
   void Run(const std::vector<Args>& stage_args, Args producer_args,
            Args sink_args = {}) {
@@ -48,7 +49,10 @@ struct Chain {
       Args args = *it;
       args.insert(args.end(), {"--in", "@tcp://127.0.0.1:*", "--out", ">" + next_in,
                                "--stats-interval", "0.1"});
-      reversed.push_back(Start("sluice-stage", args));
+      args.insert(args.begin(), stage_binary);
+      reversed.push_back(std::make_unique<Process>(
+          args, std::nullopt, std::vector<std::string>{},
+          [](const std::string& message) { ADD_FAILURE() << message; }));
       next_in = reversed.back()->WaitReady()["in"];
     }
     for (auto it = reversed.rbegin(); it != reversed.rend(); ++it) {
@@ -242,6 +246,38 @@ TEST(Ops, AsyncTokenAndResultWithConcurrencyRunTheJobExactly) {
   ASSERT_EQ(chain.Finish(), 0) << chain.sink->err();
   ExpectCompleteExactly(chain.Report(), 5000);
   EXPECT_EQ(ReadFile(chain.dir.File("out.txt")), ExpectedResults(5000));
+}
+
+// Issue 7, point 2: `make install`, then an op built out of tree against the
+// installed package (examples/cpp-op) gives a sluice-stage that knows it.
+TEST(Ops, AnOpBuiltOutOfTreeAgainstTheInstalledSluiceRunsInAJob) {
+  TempDir work;
+  const std::string cmake = SLUICE_CMAKE;
+  auto run = [](const std::string& command) {
+    std::string quiet = command + " > /dev/null 2>&1";
+    int rc = std::system(quiet.c_str());
+    EXPECT_EQ(rc, 0) << command;
+    return rc == 0;
+  };
+  ASSERT_TRUE(run(cmake + " --install '" + SLUICE_BUILD_DIR + "' --prefix '" +
+                  work.File("prefix") + "'"));
+  ASSERT_TRUE(run(cmake + " -S '" + SLUICE_SOURCE_DIR + "/examples/cpp-op' -B '" +
+                  work.File("build") + "' -DCMAKE_PREFIX_PATH='" + work.File("prefix") + "'"));
+  ASSERT_TRUE(run(cmake + " --build '" + work.File("build") + "'"));
+  const std::string binary = work.File("build") + "/my-stage";
+  auto help = std::make_unique<Process>(std::vector<std::string>{binary, "--help"});
+  ASSERT_EQ(help->Wait(std::chrono::seconds(30)), 0);
+  EXPECT_NE(help->out().find("upper"), std::string::npos) << help->out();
+
+  Chain chain;
+  chain.stage_binary = binary;
+  chain.Run({{"--op", "token,upper", "--latency-ms", "0", "--upper-suffix", "!"}},
+            {"--count", "1000"}, {"--ordered"});
+  ASSERT_EQ(chain.Finish(), 0) << chain.sink->err();
+  ExpectCompleteExactly(chain.Report(), 1000);
+  std::string expected;
+  for (int i = 0; i < 1000; ++i) expected += "TOKEN_" + std::to_string(i) + "!\n";
+  EXPECT_EQ(ReadFile(chain.dir.File("out.txt")), expected);
 }
 
 // Issue 7, bad input: the new flags' errors are clear, with the right codes.
