@@ -3,6 +3,8 @@
 #   make demo   install what is missing, build, run the token-then-result job
 #   make test   install what is missing, build, run every test (ctest)
 #   make bench  build and run the benchmarks
+#   make install  install the binaries, the op API and the CMake package
+#               (PREFIX, default /usr/local), for ops of your own
 #
 # Demo knobs: make demo N=100000 TOKEN_WORKERS=4 RESULT_WORKERS=2 \
 #                       TOKEN_THREADS=10 RESULT_THREADS=5
@@ -14,6 +16,7 @@ VERSION := $(shell sed -n '/^project.sluice VERSION/s/.*VERSION \([0-9.]*\).*/\1
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 600
 BUILD_TYPE ?= RelWithDebInfo
+PREFIX ?= /usr/local
 JOBS ?= $(shell nproc)
 N ?= 1000
 TOKEN_WORKERS ?= 3
@@ -41,7 +44,7 @@ TEST_PACKAGES := clang libclang-rt-14-dev iproute2 jq python3 python3-zmq \
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps deps-build build binaries fuzz-build demo test bench fuzz \
-  image clean
+  image install clean
 
 all: build
 
@@ -103,6 +106,10 @@ fuzz: fuzz-build
 bench: build
 	@$(BUILD)/bin/sluice-microbench --benchmark_min_time=0.2
 	@$(BUILD)/bin/sluice-bench $(BENCH_ITEMS) $(BENCH_RUNS)
+
+install: binaries
+	@cmake --build $(BUILD) -j $(JOBS) --target sluice_stage_main
+	@cmake --install $(BUILD) --prefix $(PREFIX)
 
 # The container image (deploy/Dockerfile); starts Docker if needed.
 image:
