@@ -66,7 +66,7 @@ struct SinkCounters {
 };
 
 struct SinkOutcome {
-  nlohmann::json report;  // The report (DESIGN.md fields), also on disk.
+  nlohmann::json report;  // The report (docs/design.md fields), also on disk.
   std::string summary;    // A few human lines.
 };
 

@@ -1,7 +1,7 @@
 // sink/stream_tracker.h
 //
 // What the sink knows about one stream, and the rule that decides completion
-// (DESIGN.md, "Wire rules"): a stream is complete when its end-of-stream has
+// (docs/design.md, "Wire rules"): a stream is complete when its end-of-stream has
 // been seen and every sequence number below its count has arrived. This holds
 // for any number of workers and any arrival order, including an end-of-stream
 // that overtakes items.

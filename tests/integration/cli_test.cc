@@ -1,4 +1,4 @@
-// The command-line contract of DESIGN.md: --help/--version, exit codes, one
+// The command-line contract of docs/design.md: --help/--version, exit codes, one
 // clear message for bad flags, flags over SLUICE_* environment over --config.
 #include <gtest/gtest.h>
 

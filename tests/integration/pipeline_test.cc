@@ -1,6 +1,6 @@
 // End-to-end tests of the pipeline: the real binaries as separate processes
 // on 127.0.0.1, ephemeral ports, each started after the READY line of what it
-// connects to. Each test names the DESIGN.md guarantee or issue point it
+// connects to. Each test names the docs/design.md guarantee or issue point it
 // checks.
 #include <signal.h>
 
@@ -38,7 +38,7 @@ TEST(Pipeline, TokenThenResultJobCompletesWithThreeTokenWorkersAHubAndTwoResultW
   }
 }
 
-// DESIGN.md, fused stages: one stage process runs the whole chain.
+// docs/design.md, fused stages: one stage process runs the whole chain.
 TEST(Pipeline, FusedTokenResultStagesRunTheWholeJob) {
   TempDir dir;
   auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--output",
@@ -65,7 +65,7 @@ TEST(Pipeline, FusedTokenResultStagesRunTheWholeJob) {
   EXPECT_EQ(ReadFile(dir.File("out.txt")), ExpectedResults(500));
 }
 
-// DESIGN.md wire rules, issue 2 9b: the end-of-stream may overtake items that
+// docs/design.md wire rules, issue 2 9b: the end-of-stream may overtake items that
 // travel through another worker; the sink still completes the stream.
 TEST(Pipeline, EndOfStreamOvertakingItemsThroughAnotherWorkerStillCompletes) {
   TempDir dir;
@@ -98,7 +98,7 @@ TEST(Pipeline, EndOfStreamOvertakingItemsThroughAnotherWorkerStillCompletes) {
   EXPECT_EQ(fast->Wait(std::chrono::seconds(30)), 0);
 }
 
-// DESIGN.md wire rules, issue 2 8 and 9c: garbage, oversized and
+// docs/design.md wire rules, issue 2 8 and 9c: garbage, oversized and
 // wrong-version frames sent to a running stage and sink are counted by
 // reason and dropped; the processes keep serving; the job completes exactly.
 TEST(Pipeline, BadFramesInjectedIntoARunningStageAndSinkAreCountedAndTheJobCompletes) {
@@ -151,7 +151,7 @@ TEST(Pipeline, BadFramesInjectedIntoARunningStageAndSinkAreCountedAndTheJobCompl
   EXPECT_NE(job.sink->err().find("rx.reject"), std::string::npos);
 }
 
-// DESIGN.md "Stopping", issue 2 9d: SIGTERM to one of several workers of
+// docs/design.md "Stopping", issue 2 9d: SIGTERM to one of several workers of
 // each stage mid-stream. Each stops reading, sends what it holds and exits 0;
 // what was still on its way to it is replayed (acks), so the job completes
 // with nothing lost and nothing written twice.
@@ -184,7 +184,7 @@ TEST(Pipeline, SigtermToOneOfSeveralStageWorkersMidStreamLosesNothing) {
   }
 }
 
-// DESIGN.md completion rule, issue 2 9e: an item that never arrives makes the
+// docs/design.md completion rule, issue 2 9e: an item that never arrives makes the
 // sink give up after --idle-timeout with exit 75, and the report says how
 // many (and which) are missing.
 TEST(Pipeline, ItemThatNeverArrivesMakesTheSinkExit75WithTheMissingCount) {
