@@ -207,58 +207,66 @@ class SyncRunner : public OpRunner {
 
   // Calls the op once per pending unit (ItemOp) or once for all of them
   // (BatchOp), recording each status.
-  void Attempt(Worker& w) {
+  void Attempt(Worker& w, std::span<Item> units) {
     if (w.item) {
       for (size_t u : w.pending) {
-        w.statuses[u] = Guarded([&] { return w.item->Process(w.units[u]); });
+        w.statuses[u] = Guarded([&] { return w.item->Process(units[u]); });
       }
       return;
     }
-    if (w.pending.size() == w.units.size()) {
+    if (w.pending.size() == units.size()) {
       std::fill(w.statuses.begin(), w.statuses.end(), Status::Ok());
       Status thrown = Guarded([&] {
-        w.batch->ProcessBatch(w.units, w.statuses);
+        w.batch->ProcessBatch(units, w.statuses);
         return Status::Ok();
       });
       if (!thrown.ok()) std::fill(w.statuses.begin(), w.statuses.end(), thrown);
       return;
     }
     w.retry_units.clear();
-    for (size_t u : w.pending) w.retry_units.push_back(std::move(w.units[u]));
+    for (size_t u : w.pending) w.retry_units.push_back(std::move(units[u]));
     w.retry_statuses.assign(w.retry_units.size(), Status::Ok());
     Status thrown = Guarded([&] {
       w.batch->ProcessBatch(w.retry_units, w.retry_statuses);
       return Status::Ok();
     });
     for (size_t i = 0; i < w.pending.size(); ++i) {
-      w.units[w.pending[i]] = std::move(w.retry_units[i]);
+      units[w.pending[i]] = std::move(w.retry_units[i]);
       w.statuses[w.pending[i]] = thrown.ok() ? std::move(w.retry_statuses[i]) : thrown;
     }
   }
 
   void ProcessRun(Worker& w, std::vector<Item>& run) {
-    // Units: the run's items that the op should see, moved out (a fanned-out
-    // item becomes one unit per output).
-    w.units.clear();
-    w.origin.clear();
-    for (size_t i = 0; i < run.size(); ++i) {
-      if (Bypasses(run[i])) continue;
-      if (run[i].more_payloads.empty()) {
-        w.units.push_back(std::move(run[i]));
-        w.origin.push_back(i);
-      } else {
-        SplitIntoParts(run[i], w.units);
-        w.origin.resize(w.units.size(), i);
+    // The op works on the run in place, unless some items must not reach it
+    // (end-of-stream markers, earlier failures) or must reach it as parts
+    // (several outputs): then on units moved out of the run and back.
+    const bool in_place = std::none_of(run.begin(), run.end(), [](const Item& item) {
+      return Bypasses(item) || !item.more_payloads.empty();
+    });
+    std::span<Item> units = run;
+    if (!in_place) {
+      w.units.clear();
+      w.origin.clear();
+      for (size_t i = 0; i < run.size(); ++i) {
+        if (Bypasses(run[i])) continue;
+        if (run[i].more_payloads.empty()) {
+          w.units.push_back(std::move(run[i]));
+          w.origin.push_back(i);
+        } else {
+          SplitIntoParts(run[i], w.units);
+          w.origin.resize(w.units.size(), i);
+        }
       }
+      units = w.units;
     }
-    if (w.units.empty()) return;
-    w.statuses.assign(w.units.size(), Status::Ok());
-    w.attempts.assign(w.units.size(), 0);
-    w.pending.resize(w.units.size());
-    for (size_t u = 0; u < w.units.size(); ++u) w.pending[u] = u;
+    if (units.empty()) return;
+    w.statuses.resize(units.size());
+    w.attempts.assign(units.size(), 0);
+    w.pending.resize(units.size());
+    for (size_t u = 0; u < units.size(); ++u) w.pending[u] = u;
 
     for (int round = 1;; ++round) {
-      Attempt(w);
+      Attempt(w, units);
       size_t kept = 0;
       for (size_t u : w.pending) {
         ++w.attempts[u];
@@ -268,7 +276,7 @@ class SyncRunner : public OpRunner {
           w.pending[kept++] = u;
           continue;
         }
-        MarkFailed(w.units[u], plan_, s, w.attempts[u], w.context.worker);
+        MarkFailed(units[u], plan_, s, w.attempts[u], w.context.worker);
       }
       w.pending.resize(kept);
       if (w.pending.empty()) break;
@@ -276,24 +284,34 @@ class SyncRunner : public OpRunner {
       std::this_thread::sleep_for(RetryBackoff(plan_.backoff, round));
     }
 
-    // Put the units back where they came from.
-    uint64_t done = 0, failed = 0, dropped = 0;
-    for (size_t u = 0; u < w.units.size();) {
-      size_t i = w.origin[u];
-      size_t end = u + 1;
-      while (end < w.units.size() && w.origin[end] == i) ++end;
-      if (end - u > 1) {  // The parts of a fanned-out item.
-        JoinParts(run[i], std::span<Item>(w.units).subspan(u, end - u));
-      } else {
-        run[i] = std::move(w.units[u]);
+    if (!in_place) {  // Put the units back where they came from.
+      for (size_t u = 0; u < w.units.size();) {
+        size_t i = w.origin[u];
+        size_t end = u + 1;
+        while (end < w.units.size() && w.origin[end] == i) ++end;
+        if (end - u > 1) {  // The parts of a fanned-out item.
+          JoinParts(run[i], units.subspan(u, end - u));
+        } else {
+          run[i] = std::move(w.units[u]);
+        }
+        u = end;
       }
-      if (run[i].failed()) {
+    }
+    uint64_t done = 0, failed = 0, dropped = 0;
+    auto count = [&](const Item& item) {
+      if (item.failed()) {
         ++failed;
       } else {
         ++done;
-        if (run[i].dropped) ++dropped;
+        if (item.dropped) ++dropped;
       }
-      u = end;
+    };
+    if (in_place) {
+      for (const Item& item : run) count(item);
+    } else {
+      for (size_t u = 0; u < w.origin.size(); ++u) {
+        if (u == 0 || w.origin[u] != w.origin[u - 1]) count(run[w.origin[u]]);
+      }
     }
     counters_.processed.Add(done);
     counters_.failed.Add(failed);
