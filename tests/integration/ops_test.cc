@@ -4,6 +4,8 @@
 #include <signal.h>
 
 #include <fstream>
+#include <set>
+#include <sstream>
 
 #include <gtest/gtest.h>
 
@@ -124,6 +126,57 @@ TEST(Ops, FailedItemsAreDeadLetteredAndTheStreamCompletesWithExit65) {
   EXPECT_NE(dead[0]["worker"].get<std::string>().find("/exec#0"), std::string::npos);
   EXPECT_EQ(dead[1]["payload_base64"], "//4=");  // Not UTF-8: base64.
   EXPECT_NE(chain.sink->out().find("2 failed"), std::string::npos) << chain.sink->out();
+}
+
+// Issue 7, point 4: acks, replay and dedup hold for failed items as for any.
+// A worker is killed -9 while half the items fail: the producer replays what
+// it held, and every failed item is dead-lettered exactly once.
+TEST(Ops, FailedItemsSurviveAKilledWorkerAndAreDeadLetteredExactlyOnce) {
+  TempDir dir;
+  std::string input = dir.File("in.txt");
+  constexpr int kItems = 20000;
+  {
+    std::ofstream in(input);
+    for (int i = 0; i < kItems; ++i) in << (i % 2 ? "bad_" : "token_") << i << "\n";
+  }
+  auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--output", dir.File("out.txt"),
+                                    "--report", dir.File("report.json"), "--dead-letter",
+                                    dir.File("dead.jsonl"), "--idle-timeout", "60",
+                                    "--progress", "off"});
+  auto sink_ready = sink->WaitReady();
+  auto producer = Start("sluice-producer", {"--out", "@tcp://127.0.0.1:*", "--input", input,
+                                            "--peers", "2", "--acks", ">" + sink_ready["acks"],
+                                            "--rto-min-ms", "500"});
+  std::string producer_out = producer->WaitReady()["out"];
+  std::vector<std::unique_ptr<Process>> workers;
+  for (int i = 0; i < 2; ++i) {
+    // Up to 1 ms per item: the job lasts seconds, long enough to kill one.
+    workers.push_back(Start("sluice-stage", {"--op", "exec", "--exec",
+                                             kPython + " " + kExamples + "/result.py 1",
+                                             "--in", ">" + producer_out, "--out",
+                                             ">" + sink_ready["in"], "--stats-interval", "0.1"}));
+    workers.back()->WaitReady();
+  }
+  ASSERT_TRUE(WaitUntilBusy(*workers[0], "processed_0_exec"));
+  workers[0]->Signal(SIGKILL);
+  ASSERT_EQ(sink->Wait(kJobTimeout), 65) << sink->err();
+  EXPECT_EQ(producer->Wait(kJobTimeout), 0) << producer->err();
+  nlohmann::json report = ReadReport(dir.File("report.json"));
+  EXPECT_EQ(report["complete"], true);
+  EXPECT_EQ(report["unique"], kItems);
+  EXPECT_EQ(report["failed"], kItems / 2);
+  EXPECT_EQ(report["failed_by_reason"]["not_a_token"], kItems / 2);
+  EXPECT_EQ(report["written"], kItems / 2);
+  std::set<uint64_t> dead_seqs;
+  std::istringstream dead(ReadFile(dir.File("dead.jsonl")));
+  for (std::string line; std::getline(dead, line);) {
+    auto seq = nlohmann::json::parse(line)["seq"].get<uint64_t>();
+    EXPECT_EQ(seq % 2, 1u);
+    EXPECT_TRUE(dead_seqs.insert(seq).second) << "dead-lettered twice: " << seq;
+  }
+  EXPECT_EQ(dead_seqs.size(), static_cast<size_t>(kItems / 2));
+  workers[1]->Signal(SIGTERM);
+  EXPECT_EQ(workers[1]->Wait(std::chrono::seconds(30)), 0);
 }
 
 // Issue 7, point 3: a co-process that dies is restarted and the item it held
