@@ -112,6 +112,69 @@ TEST(EnvelopeCodec, RejectsTruncatedFrameAsParseError) {
             RejectReason::kParseError);
 }
 
+TEST(EnvelopeCodec, PlainBatchesStayVersion1) {
+  std::vector<Item> items(1);
+  items[0].stream = "s";
+  items[0].payload = "p";
+  FrameEncoder encoder;
+  zmq::message_t frame = encoder.EncodeBatch(items);
+  wire::Envelope e;
+  ASSERT_TRUE(e.ParseFromArray(frame.data(), static_cast<int>(frame.size())));
+  EXPECT_EQ(e.version(), 1u);
+}
+
+// Fan-out, drops and failures travel as version 2, and a reused encoder
+// does not carry them over into the next, plain frame.
+TEST(EnvelopeCodec, FanOutDropAndFailureRoundTripAsVersion2) {
+  std::vector<Item> items(3);
+  for (uint64_t i = 0; i < 3; ++i) {
+    items[i].stream = "s";
+    items[i].seq = i;
+    items[i].payload = "p" + std::to_string(i);
+  }
+  items[0].AddOutput("more");
+  items[1].Drop();
+  auto failure = std::make_shared<ItemFailure>();
+  *failure = {.op = "exec", .reason = "timeout", .detail = "timeout: 5 ms",
+              .worker = "h:1/exec#0", .attempts = 3};
+  items[2].failure = failure;
+  FrameEncoder encoder;
+  zmq::message_t frame = encoder.EncodeBatch(items);
+  wire::Envelope e;
+  ASSERT_TRUE(e.ParseFromArray(frame.data(), static_cast<int>(frame.size())));
+  EXPECT_EQ(e.version(), 2u);
+  std::vector<Item> out;
+  ASSERT_EQ(DecodeFrame(frame.data(), frame.size(), kDefaultMaxFrameBytes, out),
+            std::nullopt);
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[0].payload, "p0");
+  EXPECT_EQ(out[0].more_payloads, std::vector<std::string>{"more"});
+  EXPECT_EQ(out[0].output_count(), 2u);
+  EXPECT_TRUE(out[1].dropped);
+  EXPECT_EQ(out[1].output_count(), 0u);
+  ASSERT_TRUE(out[2].failed());
+  EXPECT_EQ(out[2].payload, "p2");
+  EXPECT_EQ(out[2].failure->op, "exec");
+  EXPECT_EQ(out[2].failure->reason, "timeout");
+  EXPECT_EQ(out[2].failure->detail, "timeout: 5 ms");
+  EXPECT_EQ(out[2].failure->worker, "h:1/exec#0");
+  EXPECT_EQ(out[2].failure->attempts, 3u);
+
+  std::vector<Item> plain(3);
+  for (Item& item : plain) item.stream = "s";
+  frame = encoder.EncodeBatch(plain);
+  out.clear();
+  ASSERT_EQ(DecodeFrame(frame.data(), frame.size(), kDefaultMaxFrameBytes, out),
+            std::nullopt);
+  ASSERT_TRUE(e.ParseFromArray(frame.data(), static_cast<int>(frame.size())));
+  EXPECT_EQ(e.version(), 1u);
+  for (const Item& item : out) {
+    EXPECT_FALSE(item.failed());
+    EXPECT_FALSE(item.dropped);
+    EXPECT_TRUE(item.more_payloads.empty());
+  }
+}
+
 TEST(EnvelopeCodec, RejectsUnknownVersion) {
   wire::Envelope e = ValidBatch();
   e.set_version(3);

@@ -1,6 +1,7 @@
 #include "sink/output_writer.h"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "tests/harness/process.h"
 
@@ -21,6 +22,52 @@ TEST(OutputWriter, OrderedRestoresSequenceOrder) {
   EXPECT_EQ(ReadFile(dir.File("out")), "r0\nr1\nr2\nr3\n");
   EXPECT_TRUE((*w)->output_in_order());
   EXPECT_EQ((*w)->buffered(), 0u);
+}
+
+Item Result(uint64_t seq, std::string payload) {
+  Item item;
+  item.stream = "s";
+  item.seq = seq;
+  item.payload = std::move(payload);
+  return item;
+}
+
+// A dropped or failed item writes nothing but keeps its place in the order;
+// a fanned-out one writes all its outputs together; failed ones go to the
+// dead-letter file with their reason, base64 when not UTF-8.
+TEST(OutputWriter, OrderedOutputSkipsFailedAndDroppedItemsAndDeadLettersTheFailed) {
+  TempDir dir;
+  auto w = OutputWriter::Open(dir.File("out"), true, 100, dir.File("dead"));
+  ASSERT_TRUE(w.ok());
+  Item fanned = Result(3, "r3a");
+  fanned.AddOutput("r3b");
+  Item dropped = Result(2, "");
+  dropped.Drop();
+  Item failed = Result(1, std::string("\xff\x00", 2));
+  failed.failure = std::make_shared<ItemFailure>(
+      ItemFailure{.op = "exec", .reason = "timeout", .detail = "timeout: x",
+                  .worker = "w", .attempts = 2});
+  ASSERT_TRUE((*w)->Write(std::move(fanned)).ok());
+  ASSERT_TRUE((*w)->Write(std::move(dropped)).ok());
+  ASSERT_TRUE((*w)->Write(std::move(failed)).ok());
+  ASSERT_TRUE((*w)->Write(Result(0, "r0")).ok());
+  ASSERT_TRUE((*w)->FlushAll().ok());
+  EXPECT_EQ(ReadFile(dir.File("out")), "r0\nr3a\nr3b\n");
+  EXPECT_TRUE((*w)->output_in_order());
+  EXPECT_EQ((*w)->dead_letters(), 1u);
+  auto dead = nlohmann::json::parse(ReadFile(dir.File("dead")));
+  EXPECT_EQ(dead["seq"], 1);
+  EXPECT_EQ(dead["reason"], "timeout");
+  EXPECT_EQ(dead["attempts"], 2);
+  EXPECT_EQ(dead["payload_base64"], "/wA=");
+  EXPECT_FALSE(dead.contains("payload"));
+}
+
+TEST(OutputWriter, UnwritableDeadLetterFileIsAClearError) {
+  TempDir dir;
+  auto w = OutputWriter::Open(dir.File("out"), false, 100, dir.File("no/such/dir/dead"));
+  ASSERT_FALSE(w.ok());
+  EXPECT_NE(w.status().message().find("--dead-letter"), std::string::npos);
 }
 
 TEST(OutputWriter, UnorderedWritesInArrivalOrder) {

@@ -138,5 +138,19 @@ TEST(LatencyHistogram, NegativeLatencyFromSkewedClocksCountsAsZero) {
   EXPECT_EQ(h.Quantile(0.5), 0);
 }
 
+// Failure reasons come from the wire: their variety and length are capped.
+TEST(StreamTracker, FailedItemsAreCountedByABoundedSetOfReasons) {
+  StreamTracker t("s");
+  for (int i = 0; i < 1000; ++i) t.RecordFailed("reason_" + std::to_string(i));
+  t.RecordFailed(std::string(500, 'x'));
+  t.RecordDropped();
+  EXPECT_EQ(t.failed(), 1001u);
+  EXPECT_EQ(t.dropped(), 1u);
+  EXPECT_LE(t.failed_by_reason().size(), StreamTracker::kMaxReasons + 1);
+  EXPECT_EQ(t.failed_by_reason().at("reason_0"), 1u);
+  EXPECT_GT(t.failed_by_reason().at("other"), 900u);
+  for (const auto& [reason, n] : t.failed_by_reason()) EXPECT_LE(reason.size(), 64u);
+}
+
 }  // namespace
 }  // namespace sluice
