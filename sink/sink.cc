@@ -84,12 +84,14 @@ class Accounting {
             break;
         }
       }
-      if (tracker->complete()) acks.Completed(item.stream, now);
+      // `item` may have been moved into the writer: use the tracker's id.
+      const std::string& stream = tracker->id();
+      if (tracker->complete()) acks.Completed(stream, now);
       if (!was_complete && tracker->complete()) {
         ++complete_streams_;
-        Status s = writer_->FlushStream(item.stream);
+        Status s = writer_->FlushStream(stream);
         if (!s.ok()) return s;
-        completed.push_back(item.stream);
+        completed.push_back(stream);
       }
     }
     counters_.written.Set(writer_->written());

@@ -91,6 +91,9 @@ TEST(Pipeline, EndOfStreamOvertakingItemsThroughAnotherWorkerStillCompletes) {
   ExpectCompleteExactly(report, 10);
   // The end-of-stream really did arrive first.
   EXPECT_GT(report["streams"][0]["after_end_of_stream"].get<int>(), 0) << report.dump(2);
+  // Regression (issue 7): when a data item completes the stream, the sink
+  // once named it from the item it had just moved into its writer.
+  EXPECT_NE(sink->err().find("stream overtaken: complete"), std::string::npos) << sink->err();
   EXPECT_EQ(ReadFile(dir.File("out.txt")), ExpectedResults(10));
   slow->Signal(SIGTERM);
   fast->Signal(SIGTERM);
