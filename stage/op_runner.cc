@@ -125,6 +125,22 @@ Status Guarded(Fn&& fn) {
   }
 }
 
+// What instance `thread` of the op in `plan` is told about where it runs.
+OpContext ContextFor(const OpPlan& plan,
+                     const boost::program_options::variables_map& flags,
+                     int thread) {
+  OpContext c;
+  c.name = plan.definition->name;
+  c.op_index = plan.index;
+  c.thread = thread;
+  c.threads = plan.threads;
+  c.max_latency = plan.max_latency;
+  c.timeout = plan.timeout;
+  c.flags = &flags;
+  c.worker = WorkerName(plan.definition->name, thread);
+  return c;
+}
+
 // ItemOp and BatchOp: a pool of threads between two queues.
 class SyncRunner : public OpRunner {
  public:
@@ -134,10 +150,9 @@ class SyncRunner : public OpRunner {
 
   Status Make(const boost::program_options::variables_map& flags) {
     for (int i = 0; i < plan_.threads; ++i) {
-      OpContext context = ContextFor(flags, i);
       workers_.push_back(std::make_unique<Worker>());
       Worker& w = *workers_.back();
-      w.context = context;
+      w.context = ContextFor(plan_, flags, i);
       if (plan_.definition->make_batch && !plan_.definition->make_item) {
         auto op = plan_.definition->make_batch(w.context);
         if (!op.ok()) return op.status();
@@ -177,20 +192,6 @@ class SyncRunner : public OpRunner {
     std::vector<Item> retry_units;  // Batch retries: the pending units.
     std::vector<Status> retry_statuses;
   };
-
-  OpContext ContextFor(const boost::program_options::variables_map& flags,
-                       int thread) const {
-    OpContext c;
-    c.name = plan_.definition->name;
-    c.op_index = plan_.index;
-    c.thread = thread;
-    c.threads = plan_.threads;
-    c.max_latency = plan_.max_latency;
-    c.timeout = plan_.timeout;
-    c.flags = &flags;
-    c.worker = WorkerName(plan_.definition->name, thread);
-    return c;
-  }
 
   void Work(Worker& w, BoundedQueue<Item>& in, BoundedQueue<Item>& out) {
     const size_t run_size =
@@ -339,14 +340,7 @@ class AsyncRunner : public OpRunner {
     const size_t k = static_cast<size_t>(plan_.concurrency);
     for (int i = 0; i < plan_.threads; ++i) {
       auto loop = std::make_unique<Loop>(k);
-      loop->context.name = plan_.definition->name;
-      loop->context.op_index = plan_.index;
-      loop->context.thread = i;
-      loop->context.threads = plan_.threads;
-      loop->context.max_latency = plan_.max_latency;
-      loop->context.timeout = plan_.timeout;
-      loop->context.flags = &flags;
-      loop->context.worker = WorkerName(plan_.definition->name, i);
+      loop->context = ContextFor(plan_, flags, i);
       loop->context.io = &loop->io;
       auto op = plan_.definition->make_async(loop->context);
       if (!op.ok()) return op.status();
