@@ -34,7 +34,7 @@ BENCH_RUNS ?= 3
 # TEST_PACKAGES too (clang for the fuzzer, iproute2 for the netns tests,
 # Debian's python3 with pyzmq and protobuf for the examples in other languages;
 # the docker tests install Docker themselves, see deploy/docker-env.sh).
-BUILD_PACKAGES := cmake g++ make pkg-config \
+BUILD_PACKAGES := cmake g++ make pkg-config zlib1g-dev \
   libzmq3-dev cppzmq-dev libprotobuf-dev protobuf-compiler \
   libboost-program-options-dev libspdlog-dev nlohmann-json3-dev \
   prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev

@@ -1,8 +1,25 @@
 #include "common/log.h"
 
+#include <google/protobuf/stubs/logging.h>
 #include <spdlog/sinks/stdout_sinks.h>
 
 namespace sluice {
+namespace {
+
+// libprotobuf logs some problems with what it parses or serializes on its
+// own, one stderr line per event. Those events come from peer input, so they
+// go through one rate-limited line like every other wire complaint.
+void ProtobufLog(google::protobuf::LogLevel level, const char* /*file*/,
+                 int /*line*/, const std::string& message) {
+  static RateLimitedLog log("protobuf", std::chrono::seconds(1));
+  if (level >= google::protobuf::LOGLEVEL_FATAL) {
+    spdlog::critical("protobuf: {}", message);
+    return;
+  }
+  log.Warn(message);
+}
+
+}  // namespace
 
 Status InitLogging(std::string_view program, std::string_view level) {
   spdlog::level::level_enum parsed = spdlog::level::from_str(std::string(level));
@@ -16,6 +33,7 @@ Status InitLogging(std::string_view program, std::string_view level) {
   logger->set_level(parsed);
   logger->flush_on(spdlog::level::info);
   spdlog::set_default_logger(std::move(logger));
+  google::protobuf::SetLogHandler(&ProtobufLog);
   return Status::Ok();
 }
 

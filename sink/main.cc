@@ -32,7 +32,27 @@ int Main(int argc, const char* const argv[]) {
       ("streams", po::value<int64_t>()->default_value(1),
        "exit after K complete streams (0: run until stopped)")
       ("output", po::value<std::string>(),
-       "write each result payload as a line of FILE")
+       "write each result payload to FILE (see --output-format); never "
+       "overwrites data it cannot resume from without --fresh")
+      ("output-format", po::value<std::string>()->default_value("lines"),
+       "lines: payload and a newline (a payload holding a newline fails "
+       "its item, reason newline_in_payload); jsonl: one JSON object with "
+       "stream, seq and payload (payload_base64 when not UTF-8); lp: a "
+       "4-byte big-endian length, then the payload")
+      ("state", po::value<std::string>(),
+       "the sink's state file, for a restart that goes on where the last "
+       "run stopped (default: OUTPUT.state with --output; 'off': none)")
+      ("durability", po::value<std::string>()->default_value("process"),
+       "when an ack may go out: process (output and state handed to the "
+       "operating system: survives kill -9 of the sink) or fsync (also on "
+       "disk: survives a power cut; one fdatasync per commit)")
+      ("fresh", po::bool_switch(),
+       "start anew: cut --output, --dead-letter and --state to nothing "
+       "(only once this sink holds their locks)")
+      ("seen-window", po::value<int64_t>()->default_value(1 << 20),
+       "per stream, how far above its lowest missing seq an item may be; "
+       "further ones are refused and counted (keep it >= producers' "
+       "--window). Bounds the sink's memory per stream (window / 8 bytes)")
       ("dead-letter", po::value<std::string>(),
        "write each failed item to FILE, one JSON object per line (payload, "
        "stream, seq, op, reason, detail, worker, attempts)")
@@ -54,7 +74,8 @@ int Main(int argc, const char* const argv[]) {
       ("ack-batch", po::value<int64_t>()->default_value(1024),
        "publish a stream's acks once this many items are pending...")
       ("ack-interval-ms", po::value<int64_t>()->default_value(20),
-       "...or once the oldest pending one waited this long")
+       "...or once the oldest pending one waited this long (also the "
+       "longest time between commits of --state)")
       ("max-rate", po::value<double>()->default_value(0),
        "take at most N items/s (a deliberately slow consumer, to see "
        "backpressure at work; 0: unlimited)")
@@ -79,6 +100,26 @@ int Main(int argc, const char* const argv[]) {
   }
   opts.reorder_capacity =
       static_cast<size_t>(read.Int("reorder-window", 1, 100'000'000));
+  if (auto format = ParseOutputFormat(vm["output-format"].as<std::string>())) {
+    opts.output_format = *format;
+  } else {
+    read.Fail(InvalidArgument("--output-format must be lines, jsonl or lp"));
+  }
+  if (vm.count("state")) {
+    std::string state = vm["state"].as<std::string>();
+    if (state.empty()) read.Fail(InvalidArgument("--state must name a file, or be 'off'"));
+    if (state != "off") opts.state = state;
+  } else if (!opts.output.empty()) {
+    opts.state = opts.output + ".state";
+  }
+  const std::string durability = vm["durability"].as<std::string>();
+  if (durability == "process" || durability == "fsync") {
+    opts.durability = durability == "fsync" ? Durability::kFsync : Durability::kProcess;
+  } else {
+    read.Fail(InvalidArgument("--durability must be process or fsync"));
+  }
+  opts.fresh = vm["fresh"].as<bool>();
+  opts.seen_window = static_cast<uint64_t>(read.Int("seen-window", 64, 1 << 30));
   if (vm.count("report")) opts.report = vm["report"].as<std::string>();
   auto idle = read.Seconds("idle-timeout", 0, 86400 * 365);
   if (idle.count() > 0) opts.idle_timeout = idle;
@@ -86,6 +127,7 @@ int Main(int argc, const char* const argv[]) {
   opts.acks = read.Endpoints("acks", Role::kBind, /*may_be_off=*/true);
   opts.ack.batch_items = static_cast<size_t>(read.Int("ack-batch", 1, 1'000'000));
   opts.ack.interval = std::chrono::milliseconds(read.Int("ack-interval-ms", 1, 60'000));
+  opts.commit_interval = opts.ack.interval;
   opts.max_rate = vm["max-rate"].as<double>();
   if (!(opts.max_rate >= 0 && opts.max_rate <= 1e9)) {
     read.Fail(InvalidArgument("--max-rate must be 0..1e9 items/s"));

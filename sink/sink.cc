@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "common/socket.h"
 #include "sink/output_writer.h"
+#include "sink/state_file.h"
 #include "sink/stream_tracker.h"
 
 namespace sluice {
@@ -28,13 +29,89 @@ double Seconds(std::chrono::steady_clock::duration d) {
   return std::chrono::duration<double>(d).count();
 }
 
+// A stream id or reason from the wire, safe for a log line or JSON text:
+// itself if it is printable UTF-8, else "base64:" and its base64.
+std::string Printable(const std::string& s) {
+  bool plain = ValidUtf8(s);
+  for (char c : s) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) plain = false;
+  }
+  return plain ? s : "base64:" + Base64(s);
+}
+
 // Trackers of every stream seen, shared by the accounting thread (writes) and
-// the progress/report code (reads), under one mutex.
+// the progress/report code (reads), under one mutex. Also owns the output
+// and the state file, and commits what it has taken before any ack.
 class Accounting {
  public:
   Accounting(const SinkOptions& options, SinkCounters& counters,
-             std::unique_ptr<OutputWriter> writer)
-      : options_(options), counters_(counters), writer_(std::move(writer)) {}
+             std::unique_ptr<OutputWriter> writer,
+             std::unique_ptr<StateFile> state)
+      : options_(options),
+        counters_(counters),
+        writer_(std::move(writer)),
+        state_(std::move(state)) {}
+
+  // Before READY: rebuilds the trackers and the reorder buffers from the
+  // state file (unless --fresh), cuts the files to the last commit, or
+  // refuses to overwrite files that hold data the sink knows nothing of.
+  Status Recover() {
+    std::lock_guard<std::mutex> lock(mu_);
+    uint64_t output_bytes = 0, dead_bytes = 0;
+    uint64_t records = 0;
+    if (state_ && !options_.fresh) {
+      StatusOr<uint64_t> applied = state_->Recover(
+          [&](const state::Record& r) { return Apply(r, output_bytes, dead_bytes); });
+      if (!applied.ok()) return applied.status();
+      records = *applied;
+      if (state_->torn_bytes() > 0) {
+        spdlog::warn("--state '{}': cut a torn tail of {} bytes (a commit the "
+                     "last run did not finish; its items were never acked)",
+                     state_->path(), state_->torn_bytes());
+      }
+    }
+    if (records == 0 && !options_.fresh) {
+      // Nothing to resume from: never overwrite what is there.
+      auto refuse = [&](const std::string& flag, const std::string& path,
+                        uint64_t bytes) {
+        return InvalidArgument(
+            flag + " '" + path + "' already holds " + std::to_string(bytes) +
+            " bytes and there is no sink state to resume from" +
+            (state_ ? " in '" + state_->path() + "'" : std::string()) +
+            ": pass --fresh to start anew (it is cut to nothing), or choose "
+            "another file");
+      };
+      if (writer_->existing_output_bytes() > 0) {
+        return refuse("--output", options_.output, writer_->existing_output_bytes());
+      }
+      if (writer_->existing_dead_letter_bytes() > 0) {
+        return refuse("--dead-letter", options_.dead_letter,
+                      writer_->existing_dead_letter_bytes());
+      }
+    }
+    Status s = writer_->Start(output_bytes, dead_bytes);
+    if (!s.ok()) return s;
+    if (state_) {
+      s = state_->Start(options_.fresh);
+      if (!s.ok()) return s;
+    }
+    for (const auto& tracker : order_) {
+      if (tracker->complete()) ++complete_streams_;
+    }
+    if (records > 0) {
+      uint64_t unique = 0;
+      for (const auto& t : order_) unique += t->unique();
+      spdlog::info("resumed from --state '{}': {} stream(s), {} complete, {} "
+                   "items taken, output at byte {}",
+                   state_->path(), order_.size(), complete_streams_, unique,
+                   output_bytes);
+      // The next commit replaces the log by a snapshot: recovery stays short.
+      s = Snapshot();
+      if (!s.ok()) return s;
+    }
+    counters_.written.Set(writer_->written());
+    return Status::Ok();
+  }
 
   // Accounts a run of items; returns the streams that completed with it.
   StatusOr<std::vector<std::string>> Take(std::vector<Item>& items,
@@ -47,18 +124,46 @@ class Accounting {
       StreamTracker* tracker = Find(item.stream);
       if (tracker == nullptr) {
         counters_.too_many_streams.Add();
-        too_many_log_.Warn("dropped an item of stream '" + item.stream +
+        too_many_log_.Warn("dropped an item of stream '" + Printable(item.stream) +
                            "': already tracking --max-streams streams");
         continue;
       }
+      Touched& touched = touched_[tracker];
       bool was_complete = tracker->complete();
       if (item.end_of_stream) {
-        tracker->AcceptEndOfStream(item.count, now);
-        acks.EndOfStreamTaken(item.stream, now);
+        const uint64_t conflicts = tracker->conflicting_ends();
+        tracker->AcceptEndOfStream(item.count, now_us);
+        if (tracker->conflicting_ends() > conflicts) {
+          conflict_log_.Warn("stream " + Printable(tracker->id()) +
+                             ": a second end-of-stream says " +
+                             std::to_string(item.count) + " items, the first " +
+                             std::to_string(*tracker->expected()) +
+                             "; two producers on one stream id?");
+        }
+        if (!was_complete && tracker->beyond_count() > 0) {
+          conflict_log_.Warn("stream " + Printable(tracker->id()) + ": " +
+                             std::to_string(tracker->beyond_count()) +
+                             " items taken before its end-of-stream are at or "
+                             "beyond its count " + std::to_string(item.count));
+        }
+        acks.EndOfStreamTaken(tracker->id(), now);
       } else {
-        switch (tracker->AcceptItem(item.seq, item.produced_at_us, now_us, now)) {
+        switch (tracker->AcceptItem(item.seq, item.produced_at_us, now_us)) {
           case StreamTracker::Outcome::kNew: {
             counters_.items_new.Add();
+            touched.taken.push_back(item.seq);
+            if (!item.failure && !item.dropped &&
+                options_.output_format == OutputFormat::kLines &&
+                HoldsNewline(item)) {
+              counters_.refused_newline.Add();
+              item.failure = std::make_shared<ItemFailure>(ItemFailure{
+                  .op = "sink",
+                  .reason = "newline_in_payload",
+                  .detail = "a payload holds a newline, which --output-format "
+                            "lines cannot write as one line (use jsonl or lp)",
+                  .worker = "sink",
+                  .attempts = 1});
+            }
             if (item.failure) {
               counters_.failed.Add();
               tracker->RecordFailed(item.failure->reason);
@@ -78,13 +183,22 @@ class Accounting {
             break;
           case StreamTracker::Outcome::kOutOfRange:
             counters_.out_of_range.Add();
-            out_of_range_log_.Warn("stream " + item.stream + ": seq " +
+            out_of_range_log_.Warn("stream " + Printable(item.stream) + ": seq " +
                                    std::to_string(item.seq) +
                                    " is beyond its end-of-stream count");
             break;
+          case StreamTracker::Outcome::kBeyondWindow:
+            counters_.beyond_window.Add();
+            beyond_window_log_.Warn(
+                "stream " + Printable(item.stream) + ": seq " +
+                std::to_string(item.seq) + " is more than --seen-window " +
+                std::to_string(options_.seen_window) + " above its lowest "
+                "missing seq " + std::to_string(tracker->seen().lowest_absent()) +
+                "; refused (a producer resends it later)");
+            break;
         }
       }
-      // `item` may have been moved into the writer: use the tracker's id.
+      dirty_ = true;
       const std::string& stream = tracker->id();
       if (tracker->complete()) acks.Completed(stream, now);
       if (!was_complete && tracker->complete()) {
@@ -103,34 +217,50 @@ class Accounting {
     return complete_streams_;
   }
 
-  // Flushes the output and publishes the acks that are due: an ack never
-  // runs ahead of what was handed to the operating system.
-  Status PublishAcks(AckPublisher& acks, bool all) {
+  // When the next commit or ack falls due, if any.
+  std::optional<std::chrono::steady_clock::time_point> NextDue(
+      const AckPublisher& acks) const {
+    std::optional<std::chrono::steady_clock::time_point> due = acks.NextDue();
+    std::lock_guard<std::mutex> lock(mu_);
+    if (dirty_) {
+      auto commit = last_commit_ + options_.commit_interval;
+      if (!due || commit < *due) due = commit;
+    }
+    return due;
+  }
+
+  // Commits what was taken (if an ack or the commit interval is due), then
+  // publishes the acks that are due: an ack never runs ahead of a commit.
+  Status CommitAndPublish(AckPublisher& acks, bool all) {
     auto now = std::chrono::steady_clock::now();
-    if (!all && !acks.Due(now)) return Status::Ok();
     {
       std::lock_guard<std::mutex> lock(mu_);
-      Status s = writer_->FlushFile();
-      if (!s.ok()) return s;
+      if (dirty_ && (all || acks.Due(now) ||
+                     now >= last_commit_ + options_.commit_interval)) {
+        Status s = Commit(now);
+        if (!s.ok()) return s;
+      }
     }
     return acks.Publish(now, all);
   }
 
+  // Writes out what the reorder buffers hold and commits (at exit).
   Status Flush() {
     std::lock_guard<std::mutex> lock(mu_);
     Status s = writer_->FlushAll();
     counters_.written.Set(writer_->written());
+    if (s.ok()) s = Commit(std::chrono::steady_clock::now());
     return s;
   }
 
   nlohmann::json Report() const {
     std::lock_guard<std::mutex> lock(mu_);
-    auto now = std::chrono::steady_clock::now();
+    const int64_t now_us = WallMicros();
     nlohmann::json streams = nlohmann::json::array();
     Totals totals;
     for (const auto& tracker : order_) {
-      nlohmann::json s = Fields(*tracker, now);
-      s["stream"] = tracker->id();
+      nlohmann::json s = Fields(*tracker, now_us);
+      s["stream"] = Printable(tracker->id());
       s["end_of_stream_seen"] = tracker->expected().has_value();
       if (tracker->expected() && !tracker->complete()) {
         s["missing_seqs"] = tracker->MissingSeqs(kMissingListed);
@@ -140,7 +270,7 @@ class Accounting {
     }
     nlohmann::json report;
     bool enough = options_.streams == 0 || complete_streams_ >= options_.streams;
-    report["complete"] = !order_.empty() && totals.all_complete && enough;
+    report["complete"] = totals.all_complete && enough;
     report["expected"] = totals.expected;
     report["received"] = totals.received;
     report["unique"] = totals.unique;
@@ -148,22 +278,28 @@ class Accounting {
     report["missing"] = totals.missing;
     report["in_order"] = totals.in_order;
     double elapsed = 0;
-    if (totals.first) {
-      elapsed = Seconds((totals.all_complete && totals.last ? *totals.last : now) -
-                        *totals.first);
+    if (totals.first_us) {
+      int64_t end = totals.all_complete && totals.last_us ? totals.last_us : now_us;
+      elapsed = std::max<int64_t>(0, end - totals.first_us) / 1e6;
     }
     report["elapsed_s"] = elapsed;
     report["items_per_s"] = elapsed > 0 ? totals.unique / elapsed : 0.0;
     report["latency_ms"] = {{"p50", totals.latency.Quantile(0.5) / 1000},
                             {"p99", totals.latency.Quantile(0.99) / 1000}};
     report["streams_complete"] = complete_streams_;
+    report["streams_seen"] = order_.size();
     report["out_of_range"] = totals.out_of_range;
+    report["beyond_count"] = totals.beyond_count;
+    report["beyond_window"] = totals.beyond_window;
+    report["conflicting_ends"] = totals.conflicting_ends;
+    report["errors"] = totals.errors;
     report["failed"] = totals.failed;
     report["failed_by_reason"] = totals.failed_by_reason;
     report["dropped"] = totals.dropped;
     report["dead_letters_written"] = writer_->dead_letters();
     report["written"] = writer_->written();
     report["output_in_order"] = writer_->output_in_order();
+    report["output_format"] = OutputFormatName(options_.output_format);
     report["streams"] = std::move(streams);
     nlohmann::json rejected;
     counters_.receive.rejected.AppendTo(rejected);
@@ -202,12 +338,19 @@ class Accounting {
   }
 
  private:
+  // What changed in a stream since the last commit.
+  struct Touched {
+    std::vector<uint64_t> taken;  // New seqs, in arrival order.
+  };
+
   struct Totals {
     uint64_t expected = 0, received = 0, unique = 0, duplicates = 0,
-             missing = 0, out_of_range = 0, failed = 0, dropped = 0;
+             missing = 0, out_of_range = 0, failed = 0, dropped = 0,
+             beyond_count = 0, beyond_window = 0, conflicting_ends = 0,
+             errors = 0;
     std::map<std::string, uint64_t> failed_by_reason;
     bool in_order = true, all_complete = true;
-    std::optional<std::chrono::steady_clock::time_point> first, last;
+    int64_t first_us = 0, last_us = 0;
     LatencyHistogram latency;
     void Add(const StreamTracker& t) {
       expected += t.expected().value_or(0);
@@ -216,25 +359,35 @@ class Accounting {
       duplicates += t.duplicates();
       missing += t.missing();
       out_of_range += t.out_of_range();
+      beyond_count += t.beyond_count();
+      beyond_window += t.beyond_window();
+      conflicting_ends += t.conflicting_ends();
+      errors += t.errors();
       failed += t.failed();
       dropped += t.dropped();
       for (const auto& [reason, n] : t.failed_by_reason()) {
-        failed_by_reason[reason] += n;
+        failed_by_reason[Printable(reason)] += n;
       }
       in_order = in_order && t.in_order();
       all_complete = all_complete && t.complete();
-      if (t.first_item_at() && (!first || *t.first_item_at() < *first)) {
-        first = t.first_item_at();
+      const StreamStats& s = t.stats();
+      if (s.first_unix_us && (!first_us || s.first_unix_us < first_us)) {
+        first_us = s.first_unix_us;
       }
-      if (t.completed_at() && (!last || *t.completed_at() > *last)) {
-        last = t.completed_at();
-      }
+      if (s.completed_unix_us > last_us) last_us = s.completed_unix_us;
       latency.Merge(t.latency());
     }
   };
 
-  static nlohmann::json Fields(const StreamTracker& t,
-                               std::chrono::steady_clock::time_point now) {
+  static bool HoldsNewline(const Item& item) {
+    if (item.payload.find('\n') != std::string::npos) return true;
+    for (const std::string& more : item.more_payloads) {
+      if (more.find('\n') != std::string::npos) return true;
+    }
+    return false;
+  }
+
+  static nlohmann::json Fields(const StreamTracker& t, int64_t now_us) {
     nlohmann::json s;
     s["complete"] = t.complete();
     s["expected"] = t.expected().value_or(0);
@@ -243,18 +396,21 @@ class Accounting {
     s["duplicates"] = t.duplicates();
     s["missing"] = t.missing();
     s["in_order"] = t.in_order();
-    double elapsed = 0;
-    if (t.first_item_at()) {
-      elapsed = Seconds(t.completed_at().value_or(now) - *t.first_item_at());
-    }
+    double elapsed = t.ElapsedSeconds(now_us);
     s["elapsed_s"] = elapsed;
     s["items_per_s"] = elapsed > 0 ? t.unique() / elapsed : 0.0;
     s["latency_ms"] = {{"p50", t.latency().Quantile(0.5) / 1000},
                        {"p99", t.latency().Quantile(0.99) / 1000}};
     s["out_of_range"] = t.out_of_range();
+    s["beyond_count"] = t.beyond_count();
+    s["beyond_window"] = t.beyond_window();
+    s["conflicting_ends"] = t.conflicting_ends();
+    s["errors"] = t.errors();
     s["after_end_of_stream"] = t.after_end_of_stream();
     s["failed"] = t.failed();
-    s["failed_by_reason"] = t.failed_by_reason();
+    nlohmann::json reasons = nlohmann::json::object();
+    for (const auto& [reason, n] : t.failed_by_reason()) reasons[Printable(reason)] = n;
+    s["failed_by_reason"] = std::move(reasons);
     s["dropped"] = t.dropped();
     return s;
   }
@@ -263,21 +419,236 @@ class Accounting {
     auto it = by_id_.find(id);
     if (it != by_id_.end()) return it->second;
     if (order_.size() >= options_.max_streams) return nullptr;
-    order_.push_back(std::make_unique<StreamTracker>(id));
+    order_.push_back(std::make_unique<StreamTracker>(id, options_.seen_window));
     by_id_.emplace(id, order_.back().get());
-    spdlog::info("stream {}: first message", id);
+    spdlog::info("stream {}: first message", Printable(id));
     return order_.back().get();
   }
+
+  // --- The state file. REQUIRES: mu_ held for all below. ---
+
+  state::Shape Shape() const {
+    state::Shape shape;
+    shape.set_ordered(options_.ordered);
+    shape.set_output_format(std::string(OutputFormatName(options_.output_format)));
+    return shape;
+  }
+
+  static void SaveStats(const StreamTracker& t, state::Stats& out) {
+    const StreamStats& s = t.stats();
+    out.set_received(s.received);
+    out.set_duplicates(s.duplicates);
+    out.set_out_of_range(s.out_of_range);
+    out.set_beyond_window(s.beyond_window);
+    out.set_conflicting_ends(s.conflicting_ends);
+    out.set_after_end(s.after_end);
+    out.set_failed(s.failed);
+    out.set_dropped(s.dropped);
+    for (const auto& [reason, n] : s.failed_by_reason) {
+      state::Reason* r = out.add_failed_by_reason();
+      r->set_reason(reason);
+      r->set_count(n);
+    }
+    if (s.highest_seq) out.set_highest_seq(*s.highest_seq);
+    out.set_out_of_order(!s.in_order);
+    out.set_first_unix_us(s.first_unix_us);
+    out.set_completed_unix_us(s.completed_unix_us);
+    for (const auto& [bucket, n] : t.latency().Buckets()) {
+      out.add_latency(bucket);
+      out.add_latency(n);
+    }
+  }
+
+  static void RestoreStats(const state::Stats& in, StreamTracker& t) {
+    StreamStats s;
+    s.received = in.received();
+    s.duplicates = in.duplicates();
+    s.out_of_range = in.out_of_range();
+    s.beyond_window = in.beyond_window();
+    s.conflicting_ends = in.conflicting_ends();
+    s.after_end = in.after_end();
+    s.failed = in.failed();
+    s.dropped = in.dropped();
+    for (const state::Reason& r : in.failed_by_reason()) {
+      if (s.failed_by_reason.size() < StreamTracker::kMaxReasons + 1) {
+        s.failed_by_reason[r.reason()] = r.count();
+      }
+    }
+    if (in.has_highest_seq()) s.highest_seq = in.highest_seq();
+    s.in_order = !in.out_of_order();
+    s.first_unix_us = in.first_unix_us();
+    s.completed_unix_us = in.completed_unix_us();
+    t.RestoreStats(s);
+    t.mutable_latency() = LatencyHistogram();
+    for (int i = 0; i + 1 < in.latency_size(); i += 2) {
+      t.mutable_latency().AddBucket(static_cast<uint32_t>(in.latency(i)),
+                                    in.latency(i + 1));
+    }
+  }
+
+  static void AddRanges(std::vector<uint64_t>& seqs, state::Stream& out) {
+    std::sort(seqs.begin(), seqs.end());
+    size_t i = 0;
+    while (i < seqs.size()) {
+      uint64_t begin = seqs[i];
+      uint64_t end = begin + 1;
+      while (++i < seqs.size() && seqs[i] <= end) end = std::max(end, seqs[i] + 1);
+      out.add_taken(begin);
+      out.add_taken(end);
+    }
+  }
+
+  static void SaveHeld(const Item& item, state::Stream& out) {
+    state::Held* held = out.add_held();
+    held->set_seq(item.seq);
+    if (item.output_count() == 0) return;
+    held->add_outputs(item.payload);
+    for (const std::string& more : item.more_payloads) held->add_outputs(more);
+  }
+
+  void SaveWriter(state::Record& record) const {
+    record.set_output_bytes(writer_->output_bytes());
+    record.set_dead_letter_bytes(writer_->dead_letter_bytes());
+    record.set_written(writer_->written());
+    record.set_dead_letters(writer_->dead_letters());
+    record.set_output_out_of_order(!writer_->output_in_order());
+    *record.mutable_shape() = Shape();
+  }
+
+  Status Apply(const state::Record& r, uint64_t& output_bytes,
+               uint64_t& dead_bytes) {
+    if (r.has_shape() && (r.shape().ordered() != options_.ordered ||
+                          r.shape().output_format() !=
+                              OutputFormatName(options_.output_format))) {
+      return InvalidArgument(
+          "--state '" + state_->path() + "' belongs to a sink run with " +
+          (r.shape().ordered() ? "--ordered" : "no --ordered") +
+          " and --output-format " + r.shape().output_format() +
+          ": restart with the same flags, or pass --fresh to start anew");
+    }
+    if (r.snapshot()) {
+      order_.clear();
+      by_id_.clear();
+    }
+    output_bytes = r.output_bytes();
+    dead_bytes = r.dead_letter_bytes();
+    writer_->RestoreCounts(r.written(), r.dead_letters(), !r.output_out_of_order());
+    for (const state::Stream& s : r.streams()) {
+      StreamTracker* t = Find(s.id());
+      if (t == nullptr) {
+        return DataError("--state '" + state_->path() + "' holds more than "
+                         "--max-streams streams");
+      }
+      for (int i = 0; i + 1 < s.taken_size(); i += 2) {
+        t->RestoreSeen(s.taken(i), s.taken(i + 1));
+      }
+      if (s.has_count() && !t->expected()) t->RestoreCount(s.count());
+      RestoreStats(s.stats(), *t);
+      if (options_.ordered) {
+        for (const state::Held& h : s.held()) {
+          Item item;
+          item.stream = s.id();
+          item.seq = h.seq();
+          if (h.outputs_size() == 0) {
+            item.dropped = true;  // Holds its place, writes nothing.
+          } else {
+            item.payload = h.outputs(0);
+            for (int i = 1; i < h.outputs_size(); ++i) item.AddOutput(h.outputs(i));
+          }
+          writer_->RestoreHeld(s.id(), std::move(item));
+        }
+        writer_->RestoreNext(s.id(), s.write_next());
+      }
+    }
+    return Status::Ok();
+  }
+
+  // Appends a record of what changed since the last commit; replaces the
+  // log by a snapshot once it has grown well past the state's size.
+  Status Commit(std::chrono::steady_clock::time_point now) {
+    last_commit_ = now;
+    dirty_ = false;
+    Status s = writer_->FlushFile();
+    if (s.ok() && options_.durability == Durability::kFsync) s = writer_->Sync();
+    if (!s.ok() || !state_) {
+      touched_.clear();
+      return s;
+    }
+    const uint64_t threshold =
+        std::max<uint64_t>(kMinCompactBytes, 4 * state_->snapshot_bytes());
+    if (state_->bytes() >= threshold) return Snapshot();
+    state::Record record;
+    SaveWriter(record);
+    std::unordered_map<std::string, state::Stream*> by_stream;
+    for (auto& [tracker, touched] : touched_) {
+      state::Stream* out = record.add_streams();
+      out->set_id(tracker->id());
+      AddRanges(touched.taken, *out);
+      if (tracker->expected()) out->set_count(*tracker->expected());
+      SaveStats(*tracker, *out->mutable_stats());
+      if (options_.ordered) out->set_write_next(writer_->WriteNext(tracker->id()));
+      by_stream.emplace(tracker->id(), out);
+    }
+    if (options_.ordered) {
+      writer_->TakeNewlyHeld([&](const std::string& stream, uint64_t, const Item& item) {
+        auto it = by_stream.find(stream);
+        if (it != by_stream.end()) SaveHeld(item, *it->second);
+      });
+    }
+    touched_.clear();
+    counters_.commits.Add();
+    return state_->Append(record);
+  }
+
+  // Replaces the log by one record holding the whole state.
+  Status Snapshot() {
+    if (!state_) return Status::Ok();
+    state::Record record;
+    record.set_snapshot(true);
+    SaveWriter(record);
+    std::unordered_map<std::string, state::Stream*> by_stream;
+    for (const auto& tracker : order_) {
+      state::Stream* out = record.add_streams();
+      out->set_id(tracker->id());
+      tracker->seen().ForEachRange([&](uint64_t begin, uint64_t end) {
+        out->add_taken(begin);
+        out->add_taken(end);
+      });
+      if (tracker->expected()) out->set_count(*tracker->expected());
+      SaveStats(*tracker, *out->mutable_stats());
+      if (options_.ordered) out->set_write_next(writer_->WriteNext(tracker->id()));
+      by_stream.emplace(tracker->id(), out);
+    }
+    if (options_.ordered) {
+      writer_->TakeNewlyHeld([](const std::string&, uint64_t, const Item&) {});
+      writer_->ForEachHeld([&](const std::string& stream, uint64_t, const Item& item) {
+        auto it = by_stream.find(stream);
+        if (it != by_stream.end()) SaveHeld(item, *it->second);
+      });
+    }
+    touched_.clear();
+    counters_.commits.Add();
+    return state_->Rewrite(record);
+  }
+
+  // The log is compacted once it reaches max(this, 4 x the last snapshot).
+  static constexpr uint64_t kMinCompactBytes = 8 << 20;
 
   const SinkOptions& options_;
   SinkCounters& counters_;
   mutable std::mutex mu_;
   std::unique_ptr<OutputWriter> writer_;                        // Guarded by mu_.
+  std::unique_ptr<StateFile> state_;                            // Guarded by mu_.
   std::vector<std::unique_ptr<StreamTracker>> order_;           // Guarded by mu_.
   std::unordered_map<std::string, StreamTracker*> by_id_;       // Guarded by mu_.
+  std::unordered_map<StreamTracker*, Touched> touched_;         // Guarded by mu_.
+  bool dirty_ = false;                                          // Guarded by mu_.
+  std::chrono::steady_clock::time_point last_commit_{};         // Guarded by mu_.
   uint64_t complete_streams_ = 0;                               // Guarded by mu_.
   RateLimitedLog too_many_log_{"sink.too_many_streams", std::chrono::seconds(1)};
   RateLimitedLog out_of_range_log_{"sink.out_of_range", std::chrono::seconds(1)};
+  RateLimitedLog beyond_window_log_{"sink.beyond_window", std::chrono::seconds(1)};
+  RateLimitedLog conflict_log_{"sink.stream_conflict", std::chrono::seconds(1)};
 };
 
 Status WriteReport(const std::string& path, const nlohmann::json& report) {
@@ -331,8 +702,79 @@ std::string Summary(const nlohmann::json& r) {
   uint64_t rejected = 0;
   for (const auto& [k, v] : r["rejected"].items()) rejected += v.get<uint64_t>();
   if (rejected > 0) out << ", " << rejected << " frames rejected";
+  if (r["errors"].get<uint64_t>() > 0) {
+    out << ", " << r["errors"] << " ERRORS (" << r["beyond_count"]
+        << " items beyond a count, " << r["conflicting_ends"]
+        << " conflicting end-of-stream)";
+  }
   out << "\n";
   return out.str();
+}
+
+// Fails at once, before READY, if the report could not be written at the
+// end: its folder must exist and take a new file.
+Status CheckReportWritable(const std::string& path) {
+  if (path.empty()) return Status::Ok();
+  const std::string tmp = path + ".tmp";
+  std::FILE* file = std::fopen(tmp.c_str(), "we");
+  if (file == nullptr) {
+    return InvalidArgument("cannot write --report '" + path + "' (tried '" +
+                           tmp + "'): " + std::strerror(errno));
+  }
+  std::fclose(file);
+  std::remove(tmp.c_str());
+  return Status::Ok();
+}
+
+// The run's status from its report: never OK while the report says
+// incomplete; kDataError when complete but with failed items or errors.
+Status Verdict(const SinkOptions& options, const nlohmann::json& r, bool done,
+               bool idle) {
+  const uint64_t failed = r["failed"].get<uint64_t>();
+  const uint64_t errors = r["errors"].get<uint64_t>();
+  if (r["complete"].get<bool>()) {
+    if (errors > 0) {
+      return DataError(
+          "every stream completed, but with " + std::to_string(errors) +
+          " errors: " + r["beyond_count"].dump() +
+          " items beyond a stream's end-of-stream count and " +
+          r["conflicting_ends"].dump() +
+          " conflicting end-of-stream counts (see the report); a faulty "
+          "producer or two producers on one stream id");
+    }
+    if (failed > 0) {
+      return DataError("every stream completed, but " + std::to_string(failed) +
+                       " items failed" +
+                       (options.dead_letter.empty()
+                            ? std::string(" (no --dead-letter file was given)")
+                            : "; they are in " + options.dead_letter));
+    }
+    return Status::Ok();
+  }
+  std::string incomplete;
+  for (const nlohmann::json& s : r["streams"]) {
+    if (s["complete"].get<bool>()) continue;
+    if (!incomplete.empty()) incomplete += ", ";
+    incomplete += s["stream"].get<std::string>() + " (" + s["missing"].dump() +
+                  " missing" +
+                  (s["end_of_stream_seen"].get<bool>() ? "" : ", no end-of-stream") +
+                  ")";
+  }
+  const std::string which =
+      incomplete.empty()
+          ? std::to_string(r["streams_complete"].get<uint64_t>()) + " of " +
+                std::to_string(options.streams) + " streams complete"
+          : "incomplete: " + incomplete;
+  if (idle) {
+    return Incomplete("no message for " +
+                      std::to_string(options.idle_timeout->count() / 1000.0) +
+                      " s; " + which);
+  }
+  if (done) {
+    return Incomplete(std::to_string(options.streams) +
+                      " stream(s) completed, but others did not; " + which);
+  }
+  return Incomplete("stopped; " + which);
 }
 
 }  // namespace
@@ -343,6 +785,9 @@ nlohmann::json SinkCounters::ToJson() const {
   out["items_new"] = items_new.value();
   out["duplicates"] = duplicates.value();
   out["out_of_range"] = out_of_range.value();
+  out["beyond_window"] = beyond_window.value();
+  out["refused_newline"] = refused_newline.value();
+  out["commits"] = commits.value();
   out["failed"] = failed.value();
   out["dropped"] = dropped.value();
   out["too_many_streams"] = too_many_streams.value();
@@ -354,10 +799,23 @@ nlohmann::json SinkCounters::ToJson() const {
 Status RunSink(const SinkOptions& options, StopSignal& stop,
                SinkCounters& counters, std::ostream& ready_out,
                std::ostream& progress_out, SinkOutcome& outcome) {
-  auto writer = OutputWriter::Open(options.output, options.ordered,
-                                   options.reorder_capacity, options.dead_letter);
+  // Files first: locked before anything else is touched, and nothing cut
+  // before the sockets are bound, so a second sink started by mistake
+  // changes nothing.
+  auto writer = OutputWriter::Open(OutputOptions{.path = options.output,
+                                                 .dead_letter = options.dead_letter,
+                                                 .ordered = options.ordered,
+                                                 .reorder_capacity = options.reorder_capacity,
+                                                 .format = options.output_format});
   if (!writer.ok()) return writer.status();
-  Accounting accounting(options, counters, std::move(*writer));
+  std::unique_ptr<StateFile> state;
+  if (!options.state.empty()) {
+    auto opened = StateFile::Open(options.state, options.durability);
+    if (!opened.ok()) return opened.status();
+    state = std::move(*opened);
+  }
+  if (Status s = CheckReportWritable(options.report); !s.ok()) return s;
+  Accounting accounting(options, counters, std::move(*writer), std::move(state));
 
   zmq::context_t context(1);
   StatusOr<OpenedSocket> in = OpenSocket(context, zmq::socket_type::pull,
@@ -372,6 +830,7 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
     ack_addresses = DescribeAddresses(options.acks, *pub);
     ack_socket = std::move(pub->socket);
   }
+  if (Status s = accounting.Recover(); !s.ok()) return s;
   ready_out << "READY in=" << DescribeAddresses(options.in, *in)
             << (ack_addresses.empty() ? "" : " acks=" + ack_addresses)
             << std::endl;
@@ -381,6 +840,12 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
 
   BoundedQueue<Item> queue(options.flags.queue_capacity);
   std::atomic<bool> done{false};  // --streams K reached.
+  if (options.streams > 0 && accounting.complete_streams() >= options.streams) {
+    spdlog::info("the state already holds {} complete stream(s): nothing to "
+                 "wait for", accounting.complete_streams());
+    done = true;
+    stop.Request();
+  }
 
   StatusOr<ReceiveEnd> receive_end = ReceiveEnd::kStopped;
   std::thread receiver([&, socket = std::move(in->socket)]() mutable {
@@ -407,14 +872,14 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
       items.clear();
       const size_t run = options.max_rate > 0 ? 1 : kAccountRun;
       std::optional<size_t> n;
-      if (auto due = acks.NextDue()) {
+      if (auto due = accounting.NextDue(acks)) {
         n = queue.PopUpToUntil(run, items, *due);
       } else {
         n = queue.PopUpTo(run, items);
       }
-      if (!n) {  // An ack fell due while no item came.
+      if (!n) {  // A commit or an ack fell due while no item came.
         Status s = acks.ReadSubscriptions(std::chrono::steady_clock::now());
-        if (s.ok()) s = accounting.PublishAcks(acks, false);
+        if (s.ok()) s = accounting.CommitAndPublish(acks, false);
         if (!s.ok()) {
           fail(s);
           break;
@@ -435,13 +900,13 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
         break;
       }
       Status s = acks.ReadSubscriptions(std::chrono::steady_clock::now());
-      if (s.ok()) s = accounting.PublishAcks(acks, false);
+      if (s.ok()) s = accounting.CommitAndPublish(acks, !completed->empty());
       if (!s.ok()) {
         fail(s);
         break;
       }
       for (const std::string& id : *completed) {
-        spdlog::info("stream {}: complete", id);
+        spdlog::info("stream {}: complete", Printable(id));
         Status s = WriteReport(options.report, accounting.Report());
         if (!s.ok()) spdlog::error("{}", s.message());
       }
@@ -451,7 +916,8 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
         stop.Request();  // Ends the receive loop; we drain what it queued.
       }
     }
-    if (account_status.ok()) account_status = accounting.PublishAcks(acks, true);
+    if (account_status.ok()) account_status = accounting.Flush();
+    if (account_status.ok()) account_status = accounting.CommitAndPublish(acks, true);
     if (account_status.ok()) {
       // A producer whose subscription raced its items may not have heard
       // "complete" yet: give it a moment to subscribe.
@@ -463,7 +929,7 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
         spdlog::warn("no producer subscribed to the acks of {} complete "
                      "stream(s) (e.g. {}); producers with --acks off need "
                      "a sink with --acks off",
-                     missing->size(), missing->front());
+                     missing->size(), Printable(missing->front()));
       }
     }
     if (ack_socket) ack_socket->close();
@@ -486,33 +952,15 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
   }
   TerminateContext(context, options.flags.socket.linger_ms);
 
-  Status flushed = accounting.Flush();
   outcome.report = accounting.Report();
   outcome.summary = Summary(outcome.report);
   Status written = WriteReport(options.report, outcome.report);
 
   if (!account_status.ok()) return account_status;
-  if (!flushed.ok()) return flushed;
   if (!written.ok()) return written;
   if (!receive_end.ok()) return receive_end.status();
-  const uint64_t failed = outcome.report["failed"].get<uint64_t>();
-  auto completed = [&] {
-    if (failed == 0) return Status::Ok();
-    return DataError("every stream completed, but " + std::to_string(failed) +
-                     " items failed" +
-                     (options.dead_letter.empty()
-                          ? std::string(" (no --dead-letter file was given)")
-                          : "; they are in " + options.dead_letter));
-  };
-  if (done) return completed();
-  if (*receive_end == ReceiveEnd::kIdle) {
-    if (outcome.report["complete"].get<bool>()) return completed();
-    return Incomplete("no message for " +
-                      std::to_string(options.idle_timeout->count() / 1000.0) +
-                      " s with " + outcome.report["missing"].dump() +
-                      " items missing");
-  }
-  return Cancelled("stopped");
+  return Verdict(options, outcome.report, done,
+                 *receive_end == ReceiveEnd::kIdle);
 }
 
 }  // namespace sluice

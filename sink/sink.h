@@ -9,7 +9,16 @@
 // --streams K streams are complete (OK), when no frame arrived for
 // --idle-timeout with work incomplete (kIncomplete), or on a stop request
 // (kCancelled). In every case the report is written and the output flushed.
-// A run whose streams completed with failed items ends kDataError (exit 65).
+// A run whose streams completed with failed items, or with errors (items
+// beyond a stream's count, conflicting end-of-stream counts), ends
+// kDataError (exit 65); one that ends with a stream incomplete never ends OK.
+//
+// Durability: an item is acknowledged only after a commit: the output and
+// dead-letter bytes handed to the operating system (and to the disk with
+// --durability fsync), then a record of what was taken appended to the state
+// file, the items held by the reorder buffer included. A sink started again
+// with the same flags recovers from that file, cuts the output back to the
+// last commit and goes on; producers replay what was not acknowledged.
 #ifndef SLUICE_SINK_SINK_H_
 #define SLUICE_SINK_SINK_H_
 
@@ -29,6 +38,8 @@
 #include "common/status.h"
 #include "common/stop_signal.h"
 #include "sink/ack_publisher.h"
+#include "sink/output_writer.h"
+#include "sink/state_file.h"
 
 namespace sluice {
 
@@ -39,6 +50,17 @@ struct SinkOptions {
   std::string dead_letter;        // Failed items' file; empty: none.
   bool ordered = false;
   size_t reorder_capacity = 100000;  // Items buffered per stream, --ordered.
+  OutputFormat output_format = OutputFormat::kLines;
+  // The state file (see sink/state_file.h); empty: none, so a restarted
+  // sink starts from nothing (and refuses to overwrite a non-empty output).
+  std::string state;
+  Durability durability = Durability::kProcess;
+  // Start anew: cut --output, --dead-letter and --state to nothing.
+  bool fresh = false;
+  // Per stream, how far above its lowest missing seq an item may be.
+  uint64_t seen_window = uint64_t{1} << 20;
+  // Most time between commits of the state while items come in.
+  std::chrono::milliseconds commit_interval{20};
   std::string report;             // Empty: no report file.
   std::optional<std::chrono::milliseconds> idle_timeout;
   size_t max_streams = 1024;      // Streams tracked at once.
@@ -57,6 +79,9 @@ struct SinkCounters {
   Counter items_new;          // First arrival of a (stream, seq).
   Counter duplicates;         // Later arrivals of one; not written.
   Counter out_of_range;       // seq >= the stream's count; not written.
+  Counter beyond_window;      // seq too far ahead of the stream's gap.
+  Counter refused_newline;    // Payloads holding a newline (lines format).
+  Counter commits;            // Records appended to the state file.
   Counter failed;             // New items an op gave up on (dead letters).
   Counter dropped;            // New items an op dropped.
   Counter too_many_streams;   // Items of streams beyond --max-streams.

@@ -29,7 +29,7 @@ def ack_topic(stream: bytes) -> bytes:
     return bytes([0x08, WIRE_VERSION, 0x22, len(stream)]) + stream
 
 
-def batch_frame(stream: str, seqs) -> bytes:
+def batch_frame(stream: bytes, seqs) -> bytes:
     env = pb.Envelope(version=WIRE_VERSION)
     now_us = int(time.time() * 1e6)
     for seq in seqs:
@@ -38,7 +38,7 @@ def batch_frame(stream: str, seqs) -> bytes:
     return env.SerializeToString()
 
 
-def end_frame(stream: str, count: int) -> bytes:
+def end_frame(stream: bytes, count: int) -> bytes:
     env = pb.Envelope(version=WIRE_VERSION)
     env.end_of_stream.stream = stream
     env.end_of_stream.count = count
@@ -57,7 +57,8 @@ def main() -> int:
                     help="seconds without ack progress before sending again")
     ap.add_argument("--give-up", type=float, default=60.0)
     args = ap.parse_args()
-    if not 1 <= len(args.stream.encode()) <= 64:
+    stream = args.stream.encode()  # Stream ids are bytes on the wire.
+    if not 1 <= len(stream) <= 64:
         print("producer.py: --stream must be 1..64 bytes", file=sys.stderr)
         return 64
 
@@ -70,7 +71,7 @@ def main() -> int:
     if args.acks != "off":
         acks = ctx.socket(zmq.SUB)
         acks.setsockopt(zmq.MAXMSGSIZE, 1 << 21)  # Input is untrusted.
-        acks.setsockopt(zmq.SUBSCRIBE, ack_topic(args.stream.encode()))
+        acks.setsockopt(zmq.SUBSCRIBE, ack_topic(stream))
         acks.connect(args.acks)
     print(f"READY out={out.getsockopt_string(zmq.LAST_ENDPOINT)} "
           f"stream={args.stream}", flush=True)
@@ -78,10 +79,10 @@ def main() -> int:
     def send_all(seqs):
         seqs = sorted(seqs)
         for i in range(0, len(seqs), args.batch):
-            out.send(batch_frame(args.stream, seqs[i:i + args.batch]))
+            out.send(batch_frame(stream, seqs[i:i + args.batch]))
 
     send_all(range(args.count))
-    out.send(end_frame(args.stream, args.count))
+    out.send(end_frame(stream, args.count))
     if acks is None:
         out.close()
         ctx.term()
@@ -97,7 +98,7 @@ def main() -> int:
                 env.ParseFromString(acks.recv())
             except Exception:
                 continue  # Not an ack: ignore it (count it, in real code).
-            if not env.HasField("ack") or env.ack_stream != args.stream:
+            if not env.HasField("ack") or env.ack_stream != stream:
                 continue
             before = len(outstanding)
             r = env.ack.ranges
@@ -118,7 +119,7 @@ def main() -> int:
             return 75
         if now - max(last_progress, last_send) > args.resend_after:
             send_all(outstanding)  # At-least-once: the sink drops duplicates.
-            out.send(end_frame(args.stream, args.count))
+            out.send(end_frame(stream, args.count))
             last_send = now
 
 

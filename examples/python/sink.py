@@ -35,7 +35,7 @@ class Stream:
         return self.count is not None and len(self.seen) == self.count
 
 
-def ack_frame(stream: str, seqs, s: Stream) -> bytes:
+def ack_frame(stream: bytes, seqs, s: Stream) -> bytes:
     env = pb.Envelope(version=1, ack_stream=stream)
     ranges = []
     for seq in sorted(set(seqs)):  # Merge into [begin, end) ranges.

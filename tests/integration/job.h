@@ -225,6 +225,24 @@ inline bool WaitUntilBusy(Process& worker, const std::string& counter) {
       std::chrono::seconds(60));
 }
 
+// Waits until the last counters `process` logged show `counter` >= `value`
+// (start it with --stats-interval 0.1). False if it exits first.
+inline bool WaitUntilCounterAtLeast(Process& process, const std::string& counter,
+                                    uint64_t value,
+                                    std::chrono::milliseconds timeout =
+                                        std::chrono::seconds(60)) {
+  return process.WaitForOutput(
+      [&](const std::string&, const std::string& err) {
+        size_t pos = err.rfind("counters {");
+        if (pos == std::string::npos) return false;
+        size_t start = pos + 9;
+        auto counters = nlohmann::json::parse(
+            err.substr(start, err.find('\n', start) - start), nullptr, false);
+        return counters.is_object() && counters.value(counter, uint64_t{0}) >= value;
+      },
+      timeout);
+}
+
 }  // namespace sluice::testing
 
 #endif  // SLUICE_TESTS_INTEGRATION_JOB_H_

@@ -281,13 +281,66 @@ TEST(Ops, LengthPrefixedFramingCarriesAnyBytes) {
       "    out = b'result_' + data + b'\\nline2'\n"
       "    w.write(struct.pack('>I', len(out)) + out)\n"
       "    w.flush()\n");
+  // Payloads holding a newline need an output format that frames them.
   chain.Run({{"--op", "exec", "--exec", kPython + " " + script, "--exec-framing", "lp"}},
-            {"--count", "500"});
+            {"--count", "500"}, {"--output-format", "lp"});
   ASSERT_EQ(chain.Finish(), 0) << chain.sink->err();
   ExpectCompleteExactly(chain.Report(), 500);
-  // Each payload holds a newline now, so the output has two lines per item.
   std::string out = ReadFile(chain.dir.File("out.txt"));
-  EXPECT_NE(out.find("result_499\nline2\n"), std::string::npos);
+  const std::string last = "result_499\nline2";
+  EXPECT_NE(out.find(std::string("\0\0\0\x10", 4) + last), std::string::npos);
+  EXPECT_EQ(out.size(), 500 * 4 + 500 * 13 + 10 * 1 + 90 * 2 + 400 * 3);
+}
+
+// Issue 8, point 7: in the lines format, a payload holding a newline is
+// never split into two lines: the item fails (newline_in_payload), goes to
+// the dead letters, and the sink exits 65; jsonl carries it intact.
+TEST(Ops, PayloadHoldingANewlineIsRefusedByLinesAndKeptByJsonl) {
+  // A co-process (lp framing, so it can answer with a newline) that turns
+  // item 7 into "a\nb" and every other n into "rN".
+  const std::string script_body =
+      "import struct, sys\n"
+      "r, w = sys.stdin.buffer, sys.stdout.buffer\n"
+      "while True:\n"
+      "    head = r.read(4)\n"
+      "    if len(head) < 4: break\n"
+      "    n = r.read(struct.unpack('>I', head)[0])\n"
+      "    out = b'a\\nb' if n == b'7' else b'r' + n\n"
+      "    w.write(struct.pack('>I', len(out)) + out)\n"
+      "    w.flush()\n";
+  {
+    Chain chain;
+    std::string script = WriteScript(chain.dir, "nl.py", script_body);
+    chain.Run({{"--op", "exec", "--exec", kPython + " " + script, "--exec-framing", "lp"}},
+              {"--count", "20"});
+    ASSERT_EQ(chain.Finish(), 65) << chain.sink->err();
+    nlohmann::json report = chain.Report();
+    EXPECT_EQ(report["failed_by_reason"]["newline_in_payload"], 1) << report.dump();
+    EXPECT_EQ(report["written"], 19);
+    auto dead = nlohmann::json::parse(ReadFile(chain.dir.File("dead.jsonl")));
+    EXPECT_EQ(dead["seq"], 7);
+    EXPECT_EQ(dead["payload"], "a\nb");
+    EXPECT_EQ(ReadFile(chain.dir.File("out.txt")).find("a\n"), std::string::npos);
+  }
+  {
+    Chain chain;
+    std::string script = WriteScript(chain.dir, "nl.py", script_body);
+    chain.Run({{"--op", "exec", "--exec", kPython + " " + script, "--exec-framing", "lp"}},
+              {"--count", "20"},
+              {"--output-format", "jsonl", "--ordered"});
+    ASSERT_EQ(chain.Finish(), 0) << chain.sink->err();
+    std::istringstream lines(ReadFile(chain.dir.File("out.txt")));
+    std::string line;
+    int n = 0;
+    while (std::getline(lines, line)) {
+      auto j = nlohmann::json::parse(line);
+      EXPECT_EQ(j["seq"], n);
+      EXPECT_EQ(j["stream"], chain.Report()["streams"][0]["stream"]);
+      EXPECT_EQ(j["payload"], n == 7 ? "a\nb" : "r" + std::to_string(n));
+      ++n;
+    }
+    EXPECT_EQ(n, 20);
+  }
 }
 
 // Issue 7, point 1 (async shape), and issue 10's async slots: token and
