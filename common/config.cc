@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 
@@ -76,6 +77,13 @@ std::optional<int> ParseCommandLine(const ProgramInfo& info,
               vm);
     if (vm.count("config")) {
       std::string path = vm["config"].as<std::string>();
+      std::error_code ec;
+      if (!std::filesystem::is_regular_file(path, ec)) {
+        return ReportUsageError(info.name, "--config '" + path + "' is not a "
+                                "readable file" +
+                                (std::filesystem::is_directory(path, ec)
+                                     ? " (it is a folder)" : ""));
+      }
       std::ifstream file(path);
       if (!file) {
         return ReportUsageError(info.name,

@@ -1,5 +1,8 @@
 #include "common/counters.h"
 
+#include "common/log.h"
+#include "common/thread.h"
+
 #include <string>
 
 namespace sluice {
@@ -21,7 +24,7 @@ void RejectCounters::AppendTo(nlohmann::json& out) const {
 PeriodicTask::PeriodicTask(std::chrono::milliseconds interval,
                            std::function<void()> tick) {
   if (interval.count() <= 0) return;
-  thread_ = std::thread([this, interval, tick = std::move(tick)] {
+  auto thread = StartThread("periodic", [this, interval, tick = std::move(tick)] {
     std::unique_lock<std::mutex> lock(mu_);
     while (!cv_.wait_for(lock, interval, [&] { return done_; })) {
       lock.unlock();
@@ -29,6 +32,13 @@ PeriodicTask::PeriodicTask(std::chrono::milliseconds interval,
       lock.lock();
     }
   });
+  // Progress and stats lines are a convenience: without a thread for them
+  // the process still does its work.
+  if (thread.ok()) {
+    thread_ = std::move(*thread);
+  } else {
+    spdlog::warn("{}; no periodic progress or counters lines", thread.status().message());
+  }
 }
 
 PeriodicTask::~PeriodicTask() {

@@ -1,6 +1,7 @@
 #include "common/endpoint.h"
 
 #include <charconv>
+#include <string>
 
 namespace sluice {
 namespace {
@@ -67,6 +68,13 @@ StatusOr<std::vector<Endpoint>> ParseEndpoints(std::string_view spec,
       if (address.size() == address.find("://") + 3) {
         return InvalidArgument("endpoint '" + std::string(part) +
                                "' has no path or name");
+      }
+      // A Unix socket path fits in sockaddr_un's 108 bytes, NUL included.
+      if (address.starts_with("ipc://") && address.size() - 6 > kMaxIpcPathBytes) {
+        return InvalidArgument("endpoint '" + std::string(part) + "' has a path of " +
+                               std::to_string(address.size() - 6) +
+                               " bytes; ipc paths hold at most " +
+                               std::to_string(kMaxIpcPathBytes));
       }
     } else {
       return InvalidArgument(

@@ -11,6 +11,7 @@
 #ifndef SLUICE_COMMON_ENDPOINT_H_
 #define SLUICE_COMMON_ENDPOINT_H_
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -18,6 +19,9 @@
 #include "common/status.h"
 
 namespace sluice {
+
+// Longest ipc:// path: sockaddr_un holds 108 bytes with the NUL.
+inline constexpr size_t kMaxIpcPathBytes = 107;
 
 enum class Role { kBind, kConnect };
 

@@ -146,6 +146,18 @@ std::optional<RejectReason> DecodeAck(const void* data, size_t size,
   }
   out.end_of_stream = ack.end_of_stream();
   out.complete = ack.complete();
+  out.hello_epoch = ack.hello_epoch();
+  switch (ack.answer()) {
+    case wire::WELCOME:
+      out.answer = HelloAnswer::kWelcome;
+      break;
+    case wire::REJECTED:
+      out.answer = HelloAnswer::kRejected;
+      break;
+    default:
+      out.answer = HelloAnswer::kNone;  // Unknown answers mean nothing.
+      break;
+  }
   return std::nullopt;
 }
 
@@ -157,6 +169,41 @@ std::string AckTopic(std::string_view stream) {
                        static_cast<char>(stream.size())};
   topic.append(stream);
   return topic;
+}
+
+namespace {
+constexpr std::string_view kHelloPrefix("\0sluice-hello", 13);
+}  // namespace
+
+std::string HelloTopic(std::string_view stream, uint64_t epoch) {
+  std::string topic(kHelloPrefix);
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    topic += static_cast<char>((epoch >> shift) & 0xff);
+  }
+  topic.append(stream);
+  return topic;
+}
+
+std::optional<std::pair<std::string, uint64_t>> ParseHelloTopic(
+    std::string_view topic) {
+  if (topic.size() < kHelloPrefix.size() + 8 + 1 ||
+      topic.substr(0, kHelloPrefix.size()) != kHelloPrefix) {
+    return std::nullopt;
+  }
+  uint64_t epoch = 0;
+  for (size_t i = 0; i < 8; ++i) {
+    epoch = (epoch << 8) | static_cast<uint8_t>(topic[kHelloPrefix.size() + i]);
+  }
+  std::string stream(topic.substr(kHelloPrefix.size() + 8));
+  if (epoch == 0 || !ValidStreamId(stream)) return std::nullopt;
+  return std::make_pair(std::move(stream), epoch);
+}
+
+std::optional<std::string> ParseAckTopic(std::string_view topic) {
+  if (topic.size() < 5) return std::nullopt;
+  std::string stream(topic.substr(4));
+  if (AckTopic(stream) != topic || !ValidStreamId(stream)) return std::nullopt;
+  return stream;
 }
 
 zmq::message_t FrameEncoder::EncodeBatch(std::span<Item> items) {
@@ -219,6 +266,8 @@ zmq::message_t FrameEncoder::EncodeAck(const AckMessage& ack) {
   }
   body->set_end_of_stream(ack.end_of_stream);
   body->set_complete(ack.complete);
+  body->set_hello_epoch(ack.hello_epoch);
+  body->set_answer(static_cast<wire::HelloAnswer>(ack.answer));
   return Serialize();
 }
 

@@ -59,12 +59,16 @@ std::optional<RejectReason> DecodeFrame(const void* data, size_t size,
                                         size_t max_frame_bytes,
                                         std::vector<Item>& out);
 
+enum class HelloAnswer { kNone = 0, kWelcome = 1, kRejected = 2 };
+
 // An acknowledgement from the sink (see Ack in proto/sluice.proto).
 struct AckMessage {
   std::string stream;
   std::vector<std::pair<uint64_t, uint64_t>> ranges;  // [begin, end)
   bool end_of_stream = false;
   bool complete = false;
+  uint64_t hello_epoch = 0;  // Nonzero in the frames of a hello's answer.
+  HelloAnswer answer = HelloAnswer::kNone;
 };
 
 // Decodes an ack frame, with the same checks as DecodeFrame plus the ranges.
@@ -74,6 +78,18 @@ std::optional<RejectReason> DecodeAck(const void* data, size_t size,
 // The bytes every ack frame for `stream` starts with: subscribe a SUB socket
 // to this to receive the acks of one stream only.
 std::string AckTopic(std::string_view stream);
+
+// A producer's hello: a subscription that no frame ever matches (frames
+// never start with a zero byte), which tells the sink's XPUB socket that
+// instance `epoch` of a producer of `stream` is connected, for as long as it
+// stays connected (libzmq reports the unsubscription when it goes). The sink
+// answers with a WELCOME (and what it holds of the stream) or, if another
+// epoch holds the stream, REJECTED.
+std::string HelloTopic(std::string_view stream, uint64_t epoch);
+// Parses a HelloTopic; nullopt if `topic` is not one (or its id is invalid).
+std::optional<std::pair<std::string, uint64_t>> ParseHelloTopic(std::string_view topic);
+// Parses an AckTopic; nullopt if `topic` is not one.
+std::optional<std::string> ParseAckTopic(std::string_view topic);
 
 // Packs items into frames. Reuses one Envelope between calls so that, in
 // steady state, encoding allocates only the frame itself.

@@ -81,10 +81,17 @@ Status BatchSender::SendFrame(zmq::message_t frame, uint64_t n_items,
     if (!deadline_ && stop_.requested()) {
       deadline_ = std::chrono::steady_clock::now() + options_.drain_timeout;
     }
+    std::optional<std::chrono::steady_clock::time_point> until = deadline_;
+    const bool give_up_first = give_up_ && (!until || *give_up_ < *until);
+    if (give_up_first) until = give_up_;
     StatusOr<WaitOutcome> sent = sluice::SendFrame(
-        socket_, frame, deadline_ ? -1 : stop_.fd(), deadline_);
+        socket_, frame, deadline_ ? -1 : stop_.fd(), until);
     if (!sent.ok()) return sent.status();
     if (*sent == WaitOutcome::kReady) break;
+    if (*sent == WaitOutcome::kTimedOut && give_up_first) {
+      return Incomplete("no peer downstream took a frame until the give-up "
+                        "time: is anything connected to the output?");
+    }
     if (*sent == WaitOutcome::kTimedOut) {
       unsent_ += count;
       return Status::Ok();

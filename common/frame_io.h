@@ -84,8 +84,14 @@ class BatchSender {
               const SendOptions& options, SendCounters& counters)
       : socket_(socket), stop_(stop), options_(options), counters_(counters) {}
 
-  // Sends `items` (payloads are moved out). Fails only on a socket error.
+  // Sends `items` (payloads are moved out). Fails on a socket error, or
+  // with kIncomplete if a give-up time is set and passes while no peer
+  // takes a frame.
   Status Send(std::span<Item> items);
+  // A moment after which a blocked send gives up (nullopt: never).
+  void set_give_up(std::optional<std::chrono::steady_clock::time_point> at) {
+    give_up_ = at;
+  }
   // Items and end-of-stream markers that missed the drain deadline.
   uint64_t unsent() const { return unsent_; }
 
@@ -98,6 +104,7 @@ class BatchSender {
   SendCounters& counters_;
   FrameEncoder encoder_;
   std::optional<std::chrono::steady_clock::time_point> deadline_;
+  std::optional<std::chrono::steady_clock::time_point> give_up_;
   uint64_t unsent_ = 0;
 };
 

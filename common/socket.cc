@@ -18,6 +18,7 @@ Status FromZmqError(const zmq::error_t& e, const std::string& what) {
     case EHOSTUNREACH:
       return Unavailable(what + ": " + e.what());
     case EINVAL:
+    case ENAMETOOLONG:
     case EPROTONOSUPPORT:
     case ENOCOMPATPROTO:
       return InvalidArgument(what + ": " + e.what());
@@ -81,7 +82,13 @@ StatusOr<OpenedSocket> OpenSocket(zmq::context_t& context,
     } else if (type == zmq::socket_type::pub ||
                type == zmq::socket_type::xpub) {
       s.set(zmq::sockopt::sndhwm, options.hwm);
-      if (type == zmq::socket_type::xpub) s.set(zmq::sockopt::xpub_verbose, 1);
+      if (type == zmq::socket_type::xpub) {
+        // Subscriptions are peer input: small, and applied only once the
+        // owner has checked them (XPUB_MANUAL).
+        s.set(zmq::sockopt::xpub_verbose, 1);
+        s.set(zmq::sockopt::xpub_manual, 1);
+        s.set(zmq::sockopt::maxmsgsize, int64_t{kMaxSubscriptionBytes});
+      }
     } else {
       s.set(zmq::sockopt::rcvhwm, options.hwm);
       s.set(zmq::sockopt::maxmsgsize,
@@ -174,6 +181,15 @@ StatusOr<WaitOutcome> SendFrame(
 StatusOr<WaitOutcome> WaitForPeers(
     OpenedSocket& opened, int peers, int stop_fd,
     std::optional<std::chrono::milliseconds> timeout) {
+  // On every way out the monitor stops and its socket closes: a monitor
+  // left open keeps zmq_ctx_term waiting forever.
+  struct StopMonitor {
+    OpenedSocket& opened;
+    ~StopMonitor() {
+      zmq_socket_monitor(opened.socket.handle(), nullptr, 0);
+      if (opened.monitor) opened.monitor.close();
+    }
+  } stop_monitor{opened};
   int connected = 0;
   auto next_log = std::chrono::steady_clock::now();
   std::optional<std::chrono::steady_clock::time_point> give_up;
@@ -207,8 +223,6 @@ StatusOr<WaitOutcome> WaitForPeers(
       if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) ++connected;
       if (id == ZMQ_EVENT_DISCONNECTED && connected > 0) --connected;
     }
-    zmq_socket_monitor(opened.socket.handle(), nullptr, 0);
-    opened.monitor.close();
   } catch (const zmq::error_t& e) {
     if (e.num() == ETERM) return WaitOutcome::kStopped;
     return FromZmqError(e, "peer monitor");

@@ -31,6 +31,10 @@
 
 namespace sluice {
 
+// Largest subscription an XPUB socket takes: an ack topic or a hello (a
+// stream id and a few bytes), with room to spare.
+inline constexpr int kMaxSubscriptionBytes = 256;
+
 struct SocketOptions {
   int hwm = 64;                                   // Frames, each direction.
   size_t max_frame_bytes = kDefaultMaxFrameBytes;  // Receivers' decode limit.
@@ -50,7 +54,9 @@ struct OpenedSocket {
 };
 
 // Creates a socket of `type` (push/pub/xpub send, pull/sub receive; a sub
-// socket is left unsubscribed; an xpub reports every subscription), applies `options`, then binds or
+// socket is left unsubscribed; an xpub reports every subscription and
+// applies none by itself: XPUB_MANUAL, its owner applies the ones it
+// accepts), applies `options`, then binds or
 // connects each endpoint. kUnavailable if an address cannot be bound (in use,
 // no such interface), kInvalidArgument if libzmq rejects its syntax.
 StatusOr<OpenedSocket> OpenSocket(zmq::context_t& context,

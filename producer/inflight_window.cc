@@ -41,6 +41,21 @@ InflightWindow::Clock::duration InflightWindow::ReorderWindow() const {
       std::chrono::duration<double, std::milli>(ms));
 }
 
+size_t InflightWindow::Fitting(std::span<const Item> items) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::optional<uint64_t> base;
+  if (data_entries_ > 0) base = base_;
+  size_t n = 0;
+  for (const Item& item : items) {
+    if (!item.end_of_stream) {
+      if (!base) base = item.seq;
+      if (item.seq - *base >= capacity_) break;
+    }
+    ++n;
+  }
+  return n;
+}
+
 void InflightWindow::Add(const Item& item, Clock::time_point now) {
   std::lock_guard<std::mutex> lock(mu_);
   if (data_entries_ == 0 && !end_.outstanding) last_progress_ = now;

@@ -33,6 +33,7 @@
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -58,8 +59,13 @@ class InflightWindow {
   // Data items that may still be added now: capacity minus the span from
   // the lowest unacknowledged seq to the next one to add.
   size_t room() const;
+  // How many of `items` (in increasing seq order), from the front, may be
+  // added now: the span from the lowest unacknowledged seq (or the first
+  // item's, if none is outstanding) must stay below the capacity. Matters
+  // when seqs skip (a resumed stream): room() alone counts a gap as used.
+  size_t Fitting(std::span<const Item> items) const;
   // Records `item` as sent at `now`; keeps a copy. Data items come in
-  // increasing seq order and need room().
+  // increasing seq order and need room() and Fitting().
   void Add(const Item& item, Clock::time_point now);
   // Releases what `ack` acknowledges; returns how many entries it released.
   size_t Ack(const AckMessage& ack, Clock::time_point now);

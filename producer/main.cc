@@ -7,6 +7,7 @@
 #include "common/flags.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/text.h"
 #include "producer/producer.h"
 
 namespace sluice {
@@ -31,7 +32,15 @@ int Main(int argc, const char* const argv[]) {
       ("input", po::value<std::string>(),
        "emit one item per line of FILE ('-' = stdin) instead of --count")
       ("stream", po::value<std::string>(),
-       "stream id, 1..64 bytes (default: random, unique)")
+       "stream id, 1..64 bytes of printable UTF-8 (default: with --input "
+       "FILE, an id stable for that file, so a restart resumes it; else "
+       "random). A producer started again with the same id resumes: it "
+       "sends only what the sink does not hold yet")
+      ("max-item-bytes", po::value<int64_t>()->default_value(
+           static_cast<int64_t>(kDefaultMaxFrameBytes) - 1024),
+       "longest input line; a longer one becomes a failed item "
+       "(item_too_large, in the sink's dead letters) and the stream goes on. "
+       "Receivers must take frames this big (--max-frame-bytes)")
       ("acks", po::value<std::string>()->default_value(">tcp://localhost:5559"),
        "where to hear the sink's acks (> connects, @ binds, bare connects); "
        "'off': fire-and-forget, nothing is resent")
@@ -63,10 +72,22 @@ int Main(int argc, const char* const argv[]) {
     }
     opts.input = vm["input"].as<std::string>();
   }
-  opts.stream = vm.count("stream") ? vm["stream"].as<std::string>() : NewStreamId();
-  if (opts.stream.empty() || opts.stream.size() > kMaxStreamIdBytes) {
-    read.Fail(InvalidArgument("--stream must be 1..64 bytes"));
+  if (vm.count("stream")) {
+    opts.stream = vm["stream"].as<std::string>();
+  } else if (opts.input && *opts.input != "-") {
+    auto id = StreamIdForFile(*opts.input);
+    if (id.ok()) opts.stream = *id;
+    else read.Fail(id.status());
+  } else {
+    opts.stream = NewStreamId();
   }
+  if (opts.stream.empty() || opts.stream.size() > kMaxStreamIdBytes ||
+      !PrintableText(opts.stream)) {
+    read.Fail(InvalidArgument("--stream must be 1..64 bytes of printable UTF-8"));
+  }
+  opts.epoch = NewEpoch();
+  opts.max_item_bytes = static_cast<size_t>(read.Int(
+      "max-item-bytes", 1, int64_t{1} << 30));
   opts.wait_peers = static_cast<int>(read.Int("peers", 0, 100000));
   opts.acks = read.Endpoints("acks", Role::kConnect, /*may_be_off=*/true);
   opts.window = static_cast<size_t>(read.Int("window", 1, 1'000'000));

@@ -1,10 +1,14 @@
 #include "producer/producer.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <thread>
@@ -13,6 +17,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/socket.h"
+#include "common/thread.h"
 
 namespace sluice {
 namespace {
@@ -23,14 +28,22 @@ constexpr size_t kEmitRun = 64;
 // Produces the items of one stream into a queue; runs on the read thread.
 class Emitter {
  public:
+  // `input_fd`: the open --input (or -1 for --count); `skip`: sorted,
+  // disjoint [begin, end) ranges of seqs the sink already holds.
   Emitter(const ProducerOptions& options, const StopSignal& stop,
-          BoundedQueue<Item>& queue, ProducerCounters& counters)
-      : options_(options), stop_(stop), queue_(queue), counters_(counters) {}
+          BoundedQueue<Item>& queue, ProducerCounters& counters, int input_fd,
+          std::vector<std::pair<uint64_t, uint64_t>> skip)
+      : options_(options),
+        stop_(stop),
+        queue_(queue),
+        counters_(counters),
+        input_fd_(input_fd),
+        skip_(std::move(skip)) {}
 
   // Emits the stream; on success (or a stop) ends it with its end-of-stream.
   // Closes the queue in every case.
   Status Run() {
-    Status status = options_.input ? EmitLines() : EmitCount();
+    Status status = input_fd_ >= 0 ? ReadLines(input_fd_) : EmitCount();
     if (status.ok() || status.code() == StatusCode::kCancelled) {
       if (!Flush() || !queue_.Push(Item::EndOfStream(options_.stream, next_))) {
         status = Internal("queue closed before the end-of-stream");
@@ -41,12 +54,24 @@ class Emitter {
   }
 
  private:
-  bool Emit(std::string payload) {
+  // True if the sink already holds `seq` (a resumed stream).
+  bool Skipped(uint64_t seq) {
+    while (skip_at_ < skip_.size() && skip_[skip_at_].second <= seq) ++skip_at_;
+    return skip_at_ < skip_.size() && skip_[skip_at_].first <= seq;
+  }
+
+  bool Emit(std::string payload, std::shared_ptr<const ItemFailure> failure = nullptr) {
+    const uint64_t seq = next_++;
+    if (Skipped(seq)) {
+      counters_.resumed.Add();
+      return true;
+    }
     Item& item = run_.emplace_back();
     item.stream = options_.stream;
-    item.seq = next_++;
+    item.seq = seq;
     item.payload = std::move(payload);
     item.produced_at_us = WallMicros();
+    item.failure = std::move(failure);
     return run_.size() < kEmitRun || Flush();
   }
 
@@ -61,28 +86,47 @@ class Emitter {
   Status EmitCount() {
     for (uint64_t i = 0; i < options_.count; ++i) {
       if (stop_.requested()) return Cancelled("stopped");
+      if (Skipped(i)) {  // A whole range the sink holds, at once.
+        const uint64_t end = std::min(skip_[skip_at_].second, options_.count);
+        counters_.resumed.Add(end - i);
+        next_ = end;
+        i = end - 1;
+        continue;
+      }
       if (!Emit(std::to_string(i))) return Internal("queue closed");
     }
     return Status::Ok();
   }
 
-  // Reads with poll() on the input and the stop fd, so that a stop request
-  // interrupts a read from a quiet stdin.
-  Status EmitLines() {
-    const std::string& path = *options_.input;
-    int fd = path == "-" ? STDIN_FILENO : open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-      return InvalidArgument("cannot open --input '" + path +
-                             "': " + std::strerror(errno));
-    }
-    Status status = ReadLines(fd);
-    if (fd != STDIN_FILENO) close(fd);
-    return status;
+  // A line over max_item_bytes: a failed item in its place, so the stream
+  // still ends and every later line keeps its seq. Its payload is the
+  // line's start, for the dead-letter file.
+  bool EmitTooLarge(std::string start, uint64_t length, uint64_t line_number) {
+    counters_.too_large.Add();
+    too_large_log_.Warn("line " + std::to_string(line_number) + " of --input '" +
+                        *options_.input + "' is " + std::to_string(length) +
+                        " bytes, over --max-item-bytes " +
+                        std::to_string(options_.max_item_bytes) +
+                        ": sent as a failed item (item_too_large)");
+    auto failure = std::make_shared<ItemFailure>(ItemFailure{
+        .op = "producer",
+        .reason = "item_too_large",
+        .detail = "line " + std::to_string(line_number) + " of " +
+                  *options_.input + " is " + std::to_string(length) +
+                  " bytes, over --max-item-bytes " +
+                  std::to_string(options_.max_item_bytes) +
+                  "; the payload holds its first bytes",
+        .worker = "producer",
+        .attempts = 1});
+    return Emit(std::move(start), std::move(failure));
   }
 
+  // Reads with poll() on the input and the stop fd, so that a stop request
+  // interrupts a read from a quiet stdin.
   Status ReadLines(int fd) {
-    // Keeps every item decodable by receivers with default limits.
-    const size_t max_line = kDefaultMaxFrameBytes - 1024;
+    const size_t max_line = options_.max_item_bytes;
+    constexpr size_t kKeptOfTooLarge = 256;
+    uint64_t too_large_length = 0;  // > 0 while skipping an oversize line.
     std::string line;
     char buffer[1 << 16];
     uint64_t line_number = 0;
@@ -104,22 +148,32 @@ class Emitter {
       const char* end = buffer + n;
       while (p < end) {
         const char* nl = static_cast<const char*>(std::memchr(p, '\n', end - p));
-        line.append(p, nl ? nl : end);
-        if (line.size() > max_line) {
-          return InvalidArgument(
-              "line " + std::to_string(line_number + 1) + " of --input '" +
-              *options_.input + "' is longer than " + std::to_string(max_line) +
-              " bytes, the most one item may carry");
+        const size_t piece = static_cast<size_t>((nl ? nl : end) - p);
+        if (too_large_length > 0) {
+          too_large_length += piece;  // Skipping: keep nothing more.
+        } else if (line.size() + piece > max_line) {
+          too_large_length = line.size() + piece;
+          line.append(p, std::min(piece, kKeptOfTooLarge));
+          line.resize(std::min(line.size(), kKeptOfTooLarge));
+        } else {
+          line.append(p, piece);
         }
         if (!nl) break;
         ++line_number;
-        if (!Emit(std::move(line))) return Internal("queue closed");
+        bool ok = too_large_length > 0
+                      ? EmitTooLarge(std::move(line), too_large_length, line_number)
+                      : Emit(std::move(line));
+        if (!ok) return Internal("queue closed");
+        too_large_length = 0;
         line.clear();
         p = nl + 1;
       }
     }
-    if (!line.empty()) {  // Last line without a newline.
-      if (!Emit(std::move(line))) return Internal("queue closed");
+    if (!line.empty() || too_large_length > 0) {  // Last line without a newline.
+      bool ok = too_large_length > 0
+                    ? EmitTooLarge(std::move(line), too_large_length, line_number + 1)
+                    : Emit(std::move(line));
+      if (!ok) return Internal("queue closed");
     }
     return Status::Ok();
   }
@@ -128,8 +182,12 @@ class Emitter {
   const StopSignal& stop_;
   BoundedQueue<Item>& queue_;
   ProducerCounters& counters_;
+  const int input_fd_;
+  const std::vector<std::pair<uint64_t, uint64_t>> skip_;
+  size_t skip_at_ = 0;
   std::vector<Item> run_;
   uint64_t next_ = 0;
+  RateLimitedLog too_large_log_{"input.too_large", std::chrono::seconds(1)};
 };
 
 // Receives the sink's acks for one stream and applies them to the window.
@@ -157,7 +215,7 @@ Status AckLoop(zmq::socket_t& socket, const StopSignal& done,
 
 // The send loop of the reliable mode: new items while the window has room,
 // resends of what timed out, and once the input is done, waiting for the
-// last acks.
+// last acks. After a stop request it waits at most options.stop_grace.
 Status ReliableSendLoop(zmq::socket_t& socket, const StopSignal& stop,
                         const ProducerOptions& options, BoundedQueue<Item>& queue,
                         InflightWindow& window, ProducerCounters& counters) {
@@ -165,17 +223,34 @@ Status ReliableSendLoop(zmq::socket_t& socket, const StopSignal& stop,
   BatchSender sender(socket, stop, options.flags.send, counters.send);
   const size_t batch = options.flags.send.batch_items;
   std::vector<Item> items;
+  // Items taken from the queue that lie beyond the window's span (the seqs
+  // of a resumed stream skip): sent once the window has moved on.
+  std::vector<Item> backlog;
   bool input_done = false;
+  std::optional<Clock::time_point> stop_deadline;
+  auto send = [&](Clock::time_point now) {
+    size_t fit = window.Fitting(items);
+    if (fit < items.size()) {
+      backlog.insert(backlog.begin(), std::make_move_iterator(items.begin() + fit),
+                     std::make_move_iterator(items.end()));
+      items.resize(fit);
+    }
+    for (const Item& item : items) window.Add(item, now);
+    sender.set_give_up(window.last_progress() + options.give_up);
+    return items.empty() ? Status::Ok() : sender.Send(items);
+  };
   while (true) {
     Clock::time_point now = Clock::now();
+    if (!stop_deadline && stop.requested()) stop_deadline = now + options.stop_grace;
     items.clear();
     if (size_t n = window.TakeExpired(now, batch, items); n > 0) {
       counters.retransmits.Add(n);
+      sender.set_give_up(window.last_progress() + options.give_up);
       Status s = sender.Send(items);
       if (!s.ok()) return s;
       continue;
     }
-    if (input_done && window.empty()) break;
+    if (input_done && backlog.empty() && window.empty()) break;
     std::optional<Clock::time_point> wake = window.NextExpiry();
     if (!window.empty()) {
       Clock::time_point give_up_at = window.last_progress() + options.give_up;
@@ -184,7 +259,26 @@ Status ReliableSendLoop(zmq::socket_t& socket, const StopSignal& stop,
                           std::to_string(options.give_up.count() / 1000.0) +
                           " s; outstanding: " + window.DescribeOutstanding(10));
       }
+      if (stop_deadline && now >= *stop_deadline) {
+        return Incomplete("stopped with " + window.DescribeOutstanding(10) +
+                          " not acknowledged within " +
+                          std::to_string(options.stop_grace.count() / 1000.0) +
+                          " s; run the same command (same --stream " +
+                          options.stream + ") to resume");
+      }
       if (!wake || give_up_at < *wake) wake = give_up_at;
+      if (stop_deadline && *stop_deadline < *wake) wake = stop_deadline;
+    }
+    if (!backlog.empty()) {
+      size_t take = std::min(backlog.size(), batch);
+      items.assign(std::make_move_iterator(backlog.begin()),
+                   std::make_move_iterator(backlog.begin() + take));
+      backlog.erase(backlog.begin(), backlog.begin() + take);
+      const size_t before = backlog.size();
+      Status s = send(now);
+      if (!s.ok()) return s;
+      if (backlog.size() > before && items.empty()) window.WaitForAck(wake);
+      continue;
     }
     size_t room = window.room();
     if (input_done || room == 0) {
@@ -202,9 +296,7 @@ Status ReliableSendLoop(zmq::socket_t& socket, const StopSignal& stop,
       input_done = true;
       continue;
     }
-    now = Clock::now();
-    for (const Item& item : items) window.Add(item, now);
-    Status s = sender.Send(items);
+    Status s = send(Clock::now());
     if (!s.ok()) return s;
   }
   if (sender.unsent() > 0) {
@@ -212,6 +304,78 @@ Status ReliableSendLoop(zmq::socket_t& socket, const StopSignal& stop,
                        " items could not be sent within the drain timeout");
   }
   return Status::Ok();
+}
+
+// What the sink said to this instance's hello.
+struct HelloOutcome {
+  bool answered = false;
+  bool complete = false;  // The sink has the whole stream already.
+  std::vector<std::pair<uint64_t, uint64_t>> held;  // Sorted, disjoint.
+};
+
+// Says hello on the ack socket (already connected and subscribed to the
+// stream's acks) and waits for the answer. A REJECTED answer is asked again
+// a few times, a moment apart: the previous instance of a restarted
+// producer may not have been seen to go yet.
+StatusOr<HelloOutcome> SayHello(zmq::socket_t& socket, const StopSignal& stop,
+                                const ProducerOptions& options,
+                                ProducerCounters& counters) {
+  constexpr int kAttempts = 5;
+  constexpr std::chrono::milliseconds kRetryAfter{300};
+  const std::string topic = HelloTopic(options.stream, options.epoch);
+  HelloOutcome outcome;
+  zmq::message_t frame;
+  AckMessage ack;
+  for (int attempt = 1; attempt <= kAttempts; ++attempt) {
+    try {
+      if (attempt > 1) socket.set(zmq::sockopt::unsubscribe, topic);
+      socket.set(zmq::sockopt::subscribe, topic);
+    } catch (const zmq::error_t& e) {
+      return Internal(std::string("saying hello: ") + e.what());
+    }
+    outcome.held.clear();
+    const auto deadline = std::chrono::steady_clock::now() + options.hello_timeout;
+    bool rejected = false;
+    while (!rejected) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) {
+        spdlog::warn("stream {}: the sink did not answer the hello within {} s "
+                     "(an older sink?): sending the whole stream",
+                     options.stream, options.hello_timeout.count() / 1000.0);
+        return outcome;
+      }
+      StatusOr<WaitOutcome> got = ReceiveFrame(socket, stop.fd(), left, frame);
+      if (!got.ok()) return got.status();
+      if (*got == WaitOutcome::kStopped) return Cancelled("stopped");
+      if (*got != WaitOutcome::kReady) continue;
+      if (auto reject = DecodeAck(frame.data(), frame.size(),
+                                  kDefaultMaxFrameBytes, ack)) {
+        counters.ack_rejected.Count(*reject);
+        continue;
+      }
+      if (ack.stream != options.stream || ack.hello_epoch != options.epoch) {
+        continue;  // Acks for another instance; the answer is what counts.
+      }
+      outcome.held.insert(outcome.held.end(), ack.ranges.begin(), ack.ranges.end());
+      if (ack.answer == HelloAnswer::kWelcome) {
+        outcome.answered = true;
+        outcome.complete = ack.complete;
+        std::sort(outcome.held.begin(), outcome.held.end());
+        return outcome;
+      }
+      if (ack.answer == HelloAnswer::kRejected) rejected = true;
+    }
+    // Rejected: wait a moment (for acks that may say the holder left).
+    StatusOr<WaitOutcome> got = ReceiveFrame(socket, stop.fd(), kRetryAfter, frame);
+    if (!got.ok()) return got.status();
+    if (*got == WaitOutcome::kStopped) return Cancelled("stopped");
+  }
+  return Unavailable("stream " + options.stream + " is being produced by "
+                     "another live producer (the sink refused this one, "
+                     "epoch " + std::to_string(options.epoch) + "); give each "
+                     "producer its own --stream, or stop the other first. "
+                     "Nothing was sent.");
 }
 
 }  // namespace
@@ -222,6 +386,8 @@ nlohmann::json ProducerCounters::ToJson() const {
   out["acked"] = acked.value();
   out["ack_frames"] = ack_frames.value();
   out["retransmits"] = retransmits.value();
+  out["resumed"] = resumed.value();
+  out["too_large"] = too_large.value();
   ack_rejected.AppendTo(out);
   send.AppendTo(out);
   return out;
@@ -236,8 +402,54 @@ std::string NewStreamId() {
   return id;
 }
 
+uint64_t NewEpoch() {
+  std::random_device random;
+  uint64_t epoch = 0;
+  while (epoch == 0) epoch = (uint64_t{random()} << 32) | random();
+  return epoch;
+}
+
+StatusOr<std::string> StreamIdForFile(const std::string& path) {
+  struct stat st;
+  char* real = realpath(path.c_str(), nullptr);
+  if (real == nullptr || stat(real, &st) != 0) {
+    std::free(real);
+    return InvalidArgument("cannot open --input '" + path +
+                           "': " + std::strerror(errno));
+  }
+  std::string key = std::string(real) + '\0' + std::to_string(st.st_size) +
+                    '\0' + std::to_string(st.st_mtim.tv_sec) + '.' +
+                    std::to_string(st.st_mtim.tv_nsec) + '\0' +
+                    std::to_string(st.st_ino);
+  std::free(real);
+  // FNV-1a, 64 bits: stable across builds and machines, unlike std::hash.
+  uint64_t hash = 0xcbf29ce484222325ULL;
+  for (unsigned char c : key) hash = (hash ^ c) * 0x100000001b3ULL;
+  char id[17];
+  std::snprintf(id, sizeof(id), "f%015llx",
+                static_cast<unsigned long long>(hash >> 4));
+  return std::string(id);
+}
+
 Status RunProducer(const ProducerOptions& options, StopSignal& stop,
                    ProducerCounters& counters, std::ostream& ready_out) {
+  // The input first: a file that cannot be read fails before READY.
+  int input_fd = -1;
+  if (options.input) {
+    input_fd = *options.input == "-"
+                   ? STDIN_FILENO
+                   : open(options.input->c_str(), O_RDONLY | O_CLOEXEC);
+    if (input_fd < 0) {
+      return InvalidArgument("cannot open --input '" + *options.input +
+                             "': " + std::strerror(errno));
+    }
+  }
+  struct CloseInput {
+    int fd;
+    ~CloseInput() {
+      if (fd > STDIN_FILENO) close(fd);
+    }
+  } close_input{input_fd};
   zmq::context_t context(1);
   SocketOptions socket_options = options.flags.socket;
   socket_options.monitor_peers = options.wait_peers > 0;
@@ -247,11 +459,18 @@ Status RunProducer(const ProducerOptions& options, StopSignal& stop,
 
   std::string addresses = DescribeAddresses(options.out, *opened);
   ready_out << "READY out=" << addresses << " stream=" << options.stream
-            << std::endl;
+            << " epoch=" << options.epoch << std::endl;
+  // Leaving early (stopped, refused, nothing to do): drop what is queued
+  // instead of lingering on it.
+  auto abandon = [&](std::optional<zmq::socket_t>* acks) {
+    opened->socket.set(zmq::sockopt::linger, 0);
+    if (acks && *acks) (*acks)->set(zmq::sockopt::linger, 0);
+  };
   spdlog::info("stream {}: sending to {}", options.stream, addresses);
   // Acks: subscribe to this stream's acks and wait until the sink's ack
   // socket is connected, so that the first acks are not missed.
   std::optional<zmq::socket_t> acks_socket;
+  std::vector<std::pair<uint64_t, uint64_t>> held;  // The sink has these.
   if (!options.acks.empty()) {
     SocketOptions ack_options = options.flags.socket;
     ack_options.monitor_peers = true;
@@ -270,50 +489,82 @@ Status RunProducer(const ProducerOptions& options, StopSignal& stop,
     StatusOr<WaitOutcome> waited =
         WaitForPeers(*sub, 1, stop.fd(), options.give_up);
     if (!waited.ok()) return waited.status();
+    if (*waited == WaitOutcome::kStopped) {
+      abandon(nullptr);
+      return Cancelled("stopped before the sink's ack socket answered");
+    }
     if (*waited == WaitOutcome::kTimedOut) {
+      abandon(nullptr);
       return Unavailable("the sink's ack socket at " +
                          DescribeAddresses(options.acks, *sub) +
                          " did not answer within --give-up; is the sink "
                          "running (or should this run use --acks off)?");
     }
     acks_socket = std::move(sub->socket);
+    StatusOr<HelloOutcome> hello = SayHello(*acks_socket, stop, options, counters);
+    if (!hello.ok() || hello->complete) abandon(&acks_socket);
+    if (!hello.ok()) return hello.status();
+    if (hello->complete) {
+      spdlog::info("stream {}: already complete at the sink; nothing to send",
+                   options.stream);
+      return Status::Ok();
+    }
+    held = std::move(hello->held);
+    if (!held.empty()) {
+      uint64_t n = 0;
+      for (const auto& [b, e] : held) n += e - b;
+      spdlog::info("stream {}: resuming; the sink already holds {} items, "
+                   "which are not sent again", options.stream, n);
+    }
   }
   if (options.wait_peers > 0) {
     StatusOr<WaitOutcome> waited =
         WaitForPeers(*opened, options.wait_peers, stop.fd());
     if (!waited.ok()) return waited.status();
-    // Stopped before anyone came: still send an (empty) end-of-stream below,
-    // bounded by the drain timeout.
+    if (*waited == WaitOutcome::kStopped) {
+      // Nobody came: nothing was sent, and nothing is left to flush.
+      abandon(&acks_socket);
+      return Cancelled("stopped while waiting for --peers");
+    }
   }
 
   BoundedQueue<Item> queue(options.flags.queue_capacity);
   Status read_status;
-  std::thread reader([&] {
-    Emitter emitter(options, stop, queue, counters);
+  auto reader = StartThread("input", [&] {
+    Emitter emitter(options, stop, queue, counters, input_fd, std::move(held));
     read_status = emitter.Run();
   });
+  if (!reader.ok()) {
+    abandon(&acks_socket);
+    return reader.status();
+  }
   Status send_status;
   if (acks_socket) {
     InflightWindow window(options.window, options.retransmit);
     StopSignal acks_done;
     Status ack_status;
-    std::thread ack_thread([&, socket = std::move(*acks_socket)]() mutable {
+    auto ack_thread = StartThread("ack", [&, socket = std::move(*acks_socket)]() mutable {
       ack_status = AckLoop(socket, acks_done, kDefaultMaxFrameBytes, window,
                            counters);
       socket.close();
     });
-    send_status = ReliableSendLoop(opened->socket, stop, options, queue,
-                                   window, counters);
-    acks_done.Request();
-    ack_thread.join();
-    if (send_status.ok()) send_status = ack_status;
+    if (ack_thread.ok()) {
+      send_status = ReliableSendLoop(opened->socket, stop, options, queue,
+                                     window, counters);
+      acks_done.Request();
+      ack_thread->join();
+      if (send_status.ok()) send_status = ack_status;
+    } else {
+      send_status = ack_thread.status();
+    }
   } else {
     send_status = SendLoop(opened->socket, stop, options.flags.send, queue,
                            counters.send);
   }
   queue.Close();  // Unblocks the reader if the send loop failed.
-  reader.join();
+  reader->join();
 
+  if (!send_status.ok()) abandon(nullptr);  // Unacknowledged anyway.
   opened->socket.close();
   bool flushed = TerminateContext(context, options.flags.socket.linger_ms);
   if (!send_status.ok()) return send_status;

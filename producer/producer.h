@@ -18,7 +18,16 @@
 //
 // On a stop request the read thread stops reading, the end-of-stream carries
 // the number of items actually emitted, and everything is still sent (and,
-// with acks, acknowledged).
+// with acks, acknowledged within `stop_grace`; what is not is reported, and
+// the same command resumes it).
+//
+// Stream identity: each run is an instance (a random nonzero epoch) of its
+// stream id. With acks, before sending, the producer says hello to the sink
+// (HelloTopic) and waits for the answer: REJECTED if another live instance
+// produces the stream (kUnavailable: nothing is sent), or WELCOME with what
+// the sink already holds of the stream, which this run then skips: a
+// restarted producer sends only the rest, and one whose stream is already
+// complete exits at once.
 #ifndef SLUICE_PRODUCER_PRODUCER_H_
 #define SLUICE_PRODUCER_PRODUCER_H_
 
@@ -52,6 +61,14 @@ struct ProducerOptions {
   size_t window = 10000;             // Most unacknowledged items.
   std::chrono::milliseconds give_up{60000};  // Without ack progress.
   RetransmitOptions retransmit;
+  uint64_t epoch = 1;                // This instance; see NewEpoch().
+  // Longest item (input line); a longer line becomes a failed item
+  // (reason item_too_large) that keeps its place in the stream.
+  size_t max_item_bytes = kDefaultMaxFrameBytes - 1024;
+  // After a stop request, how long to wait for the last acks.
+  std::chrono::milliseconds stop_grace{3000};
+  // How long to wait for the sink's answer to the hello.
+  std::chrono::milliseconds hello_timeout{5000};
 };
 
 struct ProducerCounters {
@@ -59,6 +76,8 @@ struct ProducerCounters {
   Counter acked;         // Entries released by acks (items + end-of-stream).
   Counter ack_frames;    // Ack frames accepted.
   Counter retransmits;   // Items and end-of-stream markers sent again.
+  Counter resumed;       // Items not sent: the sink already had them.
+  Counter too_large;     // Input lines over max_item_bytes, sent as failed.
   RejectCounters ack_rejected;
   SendCounters send;
   nlohmann::json ToJson() const;
@@ -66,13 +85,23 @@ struct ProducerCounters {
 
 // A random 12-character id (fits std::string's small buffer).
 std::string NewStreamId();
+// The default stream id for --input FILE: stable for that file (its path,
+// size, modification time and inode), so a restart resumes the same stream
+// while an edited file is a new one. "f" and 15 hex digits.
+StatusOr<std::string> StreamIdForFile(const std::string& path);
+// A random nonzero instance number.
+uint64_t NewEpoch();
 
-// Binds/connects, prints "READY out=<addresses> stream=<id>" on `ready_out`,
-// emits the stream and returns once every frame was handed to the network.
-// kInvalidArgument for an unreadable input or an over-long line,
+// Binds/connects, prints "READY out=<addresses> stream=<id> epoch=<n>" on
+// `ready_out`, emits the stream and returns once every frame was handed to
+// the network (with acks: acknowledged).
+// kInvalidArgument for an input that cannot be opened (before READY),
 // kUnavailable if an address cannot be bound, frames could not be flushed or
-// (with acks) the sink's ack socket never answered, kIncomplete if acks
-// stopped coming for `give_up` with items outstanding.
+// (with acks) the sink's ack socket never answered or another live producer
+// holds the stream, kIncomplete if acks stopped coming (or nothing
+// downstream took a frame) for `give_up` with items outstanding, or if a
+// stop left items unacknowledged after `stop_grace`; kCancelled if stopped
+// before anything was sent.
 Status RunProducer(const ProducerOptions& options, StopSignal& stop,
                    ProducerCounters& counters, std::ostream& ready_out);
 

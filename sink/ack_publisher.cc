@@ -44,6 +44,7 @@ bool AckPublisher::IsDue(const Pending& p, Clock::time_point now) const {
 }
 
 bool AckPublisher::Due(Clock::time_point now) const {
+  if (!answers_.empty()) return true;
   for (const auto& [stream, p] : pending_) {
     if (IsDue(p, now)) return true;
   }
@@ -52,6 +53,7 @@ bool AckPublisher::Due(Clock::time_point now) const {
 
 std::optional<AckPublisher::Clock::time_point> AckPublisher::NextDue() const {
   std::optional<Clock::time_point> next;
+  if (!answers_.empty()) return Clock::now();
   for (const auto& [stream, p] : pending_) {
     if (!p.since) continue;
     Clock::time_point due = p.urgent ? *p.since : *p.since + options_.interval;
@@ -60,8 +62,50 @@ std::optional<AckPublisher::Clock::time_point> AckPublisher::NextDue() const {
   return next;
 }
 
+Status AckPublisher::Send(AckMessage& ack) {
+  zmq::message_t frame = encoder_.EncodeAck(ack);
+  try {
+    // PUB never blocks: a subscriber at its high-water mark misses the
+    // ack, and the producer's replay (then our re-ack) covers it.
+    (void)socket_->send(frame, zmq::send_flags::dontwait);
+  } catch (const zmq::error_t& e) {
+    return Internal(std::string("publishing an ack: ") + e.what());
+  }
+  counters_.acks_sent.Add();
+  return Status::Ok();
+}
+
+Status AckPublisher::Answer(const std::string& stream, uint64_t epoch,
+                            HelloAnswer answer) {
+  AckMessage all;
+  all.stream = stream;
+  if (answer == HelloAnswer::kWelcome && describe_) describe_(stream, all);
+  // Frames of at most kMaxRangesPerFrame ranges, the answer on the last.
+  AckMessage ack;
+  ack.stream = stream;
+  ack.hello_epoch = epoch;
+  size_t i = 0;
+  do {
+    const size_t n = std::min(kMaxRangesPerFrame, all.ranges.size() - i);
+    ack.ranges.assign(all.ranges.begin() + i, all.ranges.begin() + i + n);
+    i += n;
+    const bool last = i >= all.ranges.size();
+    ack.end_of_stream = last && all.end_of_stream;
+    ack.complete = last && all.complete;
+    ack.answer = last ? answer : HelloAnswer::kNone;
+    Status s = Send(ack);
+    if (!s.ok()) return s;
+  } while (i < all.ranges.size());
+  return Status::Ok();
+}
+
 Status AckPublisher::Publish(Clock::time_point now, bool all) {
   if (!socket_) return Status::Ok();
+  for (const Hail& hail : answers_) {
+    Status s = Answer(hail.stream, hail.epoch, hail.answer);
+    if (!s.ok()) return s;
+  }
+  answers_.clear();
   for (auto& [stream, p] : pending_) {
     if (!p.since || (!all && !IsDue(p, now))) continue;
     std::sort(p.seqs.begin(), p.seqs.end());
@@ -81,42 +125,94 @@ Status AckPublisher::Publish(Clock::time_point now, bool all) {
       bool last = i >= p.seqs.size();
       ack.end_of_stream = last && p.end_of_stream;
       ack.complete = last && p.complete;
-      zmq::message_t frame = encoder_.EncodeAck(ack);
-      try {
-        // PUB never blocks: a subscriber at its high-water mark misses the
-        // ack, and the producer's replay (then our re-ack) covers it.
-        (void)socket_->send(frame, zmq::send_flags::dontwait);
-      } catch (const zmq::error_t& e) {
-        return Internal(std::string("publishing an ack: ") + e.what());
-      }
-      acks_sent_.Add();
+      Status s = Send(ack);
+      if (!s.ok()) return s;
     } while (i < p.seqs.size());
     p = Pending();
   }
   return Status::Ok();
 }
 
+Status AckPublisher::Apply(bool subscribe, const std::string& topic) {
+  try {
+    if (subscribe) {
+      socket_->set(zmq::sockopt::subscribe, topic);
+    } else {
+      socket_->set(zmq::sockopt::unsubscribe, topic);
+    }
+  } catch (const zmq::error_t& e) {
+    return Internal(std::string("applying a subscription: ") + e.what());
+  }
+  return Status::Ok();
+}
+
+void AckPublisher::Hello(const std::string& stream, uint64_t epoch) {
+  auto [it, fresh] = holder_.try_emplace(stream, epoch);
+  if (fresh || it->second == epoch) {
+    counters_.hellos.Add();
+    answers_.push_back({stream, epoch, HelloAnswer::kWelcome});
+    return;
+  }
+  counters_.hellos_rejected.Add();
+  hello_log_.Warn("stream " + stream + ": refused a second live producer "
+                  "(epoch " + std::to_string(epoch) + "; epoch " +
+                  std::to_string(it->second) + " is producing it)");
+  answers_.push_back({stream, epoch, HelloAnswer::kRejected});
+}
+
 Status AckPublisher::ReadSubscriptions(Clock::time_point now) {
   if (!socket_) return Status::Ok();
-  const std::string prefix = AckTopic("").substr(0, 3);
   zmq::message_t message;
   try {
     while (socket_->recv(message, zmq::recv_flags::dontwait)) {
-      // libzmq's subscription message: 1 (subscribe) or 0, then the topic,
-      // which for us is AckTopic(stream): 3 fixed bytes, length, id.
+      // libzmq's subscription message: 1 (subscribe) or 0, then the topic.
       const auto* bytes = static_cast<const char*>(message.data());
-      size_t size = message.size();
-      if (size < 5 || bytes[0] != 1 ||
-          std::string_view(bytes + 1, 3) != prefix ||
-          static_cast<size_t>(static_cast<unsigned char>(bytes[4])) != size - 5) {
-        continue;  // An unsubscription or a topic that is not ours.
+      if (message.size() < 1 || (bytes[0] != 0 && bytes[0] != 1)) {
+        counters_.rejected_subscriptions.Add();
+        continue;
       }
-      std::string stream(bytes + 5, size - 5);
-      subscribed_[stream] = true;
-      auto it = complete_.find(stream);
+      const bool subscribe = bytes[0] == 1;
+      const std::string topic(bytes + 1, message.size() - 1);
+      std::optional<std::string> stream = ParseAckTopic(topic);
+      auto hello = stream ? std::nullopt : ParseHelloTopic(topic);
+      if (!stream && !hello) {
+        counters_.rejected_subscriptions.Add();
+        reject_log_.Warn("ignored a " + std::to_string(message.size()) +
+                         "-byte subscription that is neither an ack topic "
+                         "nor a hello");
+        continue;
+      }
+      auto applied = topics_.find(topic);
+      if (!subscribe) {
+        if (applied == topics_.end()) continue;
+        if (--applied->second == 0) topics_.erase(applied);
+        if (Status s = Apply(false, topic); !s.ok()) return s;
+        if (hello) {
+          auto holder = holder_.find(hello->first);
+          if (holder != holder_.end() && holder->second == hello->second) {
+            holder_.erase(holder);  // The producer is gone: the stream is free.
+          }
+        }
+        continue;
+      }
+      if (applied == topics_.end() && topics_.size() >= options_.max_topics) {
+        counters_.rejected_subscriptions.Add();
+        reject_log_.Warn("ignored a subscription: already " +
+                         std::to_string(options_.max_topics) +
+                         " distinct subscriptions");
+        continue;
+      }
+      ++topics_[topic];
+      if (Status s = Apply(true, topic); !s.ok()) return s;
+      if (hello) {
+        Hello(hello->first, hello->second);
+        continue;
+      }
+      if (subscribed_.size() < options_.max_topics) subscribed_[*stream] = true;
+      auto it = complete_.find(*stream);
       if (it != complete_.end()) {
         it->second = true;
-        Completed(stream, now);  // Re-send: this subscriber may have missed it.
+        Completed(*stream, now);  // Re-send: this subscriber may have missed it.
       }
     }
   } catch (const zmq::error_t& e) {

@@ -16,6 +16,19 @@
 // streams, so that no producer is left waiting for an ack that went to
 // nobody.
 //
+// Producers' hellos (HelloTopic in common/envelope_codec.h) arrive as
+// subscriptions too. The first live epoch of a stream holds it; a hello of
+// another epoch while it is connected is answered REJECTED; a hello of the
+// holder is answered WELCOME with what the sink already holds of the stream
+// (from `describe`, after the caller's commit), so that a restarted producer
+// sends only the rest. A holder's disconnect (libzmq's unsubscription) frees
+// the stream.
+//
+// The socket runs in XPUB_MANUAL mode: a subscription takes effect only
+// once ReadSubscriptions() has checked it (an ack topic or a hello of a
+// valid stream id) and counted it against `max_topics`, so a peer cannot
+// grow libzmq's subscription trie, or our maps, without bound.
+//
 // Thread safety: none; owned by the sink's accounting thread, which also
 // owns the socket.
 #ifndef SLUICE_SINK_ACK_PUBLISHER_H_
@@ -23,6 +36,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -32,6 +46,7 @@
 
 #include "common/counters.h"
 #include "common/envelope_codec.h"
+#include "common/log.h"
 #include "common/status.h"
 
 namespace sluice {
@@ -39,21 +54,36 @@ namespace sluice {
 struct AckOptions {
   size_t batch_items = 1024;
   std::chrono::milliseconds interval{20};
+  size_t max_topics = 4096;  // Distinct subscriptions applied at once.
+};
+
+struct AckCounters {
+  Counter acks_sent;              // Ack frames published.
+  Counter hellos;                 // Producers' hellos answered WELCOME.
+  Counter hellos_rejected;        // ... answered REJECTED.
+  Counter rejected_subscriptions;  // Not ours, malformed, or over the cap.
 };
 
 class AckPublisher {
  public:
   using Clock = std::chrono::steady_clock;
+  // Fills `ack` (ranges, end_of_stream, complete) with what the sink holds
+  // of `stream`, as committed.
+  using Describe = std::function<void(const std::string& stream, AckMessage& ack)>;
   // `socket` may be null: then everything is a no-op (acks off).
   AckPublisher(zmq::socket_t* socket, const AckOptions& options,
-               Counter& acks_sent)
-      : socket_(socket), options_(options), acks_sent_(acks_sent) {}
+               AckCounters& counters, Describe describe = nullptr)
+      : socket_(socket),
+        options_(options),
+        counters_(counters),
+        describe_(std::move(describe)) {}
 
+  bool enabled() const { return socket_ != nullptr; }
   void Taken(const std::string& stream, uint64_t seq, Clock::time_point now);
   void EndOfStreamTaken(const std::string& stream, Clock::time_point now);
   void Completed(const std::string& stream, Clock::time_point now);
 
-  // True if some stream's acks are due at `now`.
+  // True if some stream's acks (or a hello's answer) are due at `now`.
   bool Due(Clock::time_point now) const;
   // When the next ack falls due, if any is pending.
   std::optional<Clock::time_point> NextDue() const;
@@ -76,14 +106,30 @@ class AckPublisher {
   };
   Pending& Touch(const std::string& stream, Clock::time_point now);
   bool IsDue(const Pending& p, Clock::time_point now) const;
+  Status Send(AckMessage& ack);
+  // Applies a checked (un)subscription to the pipe it came from.
+  Status Apply(bool subscribe, const std::string& topic);
+  void Hello(const std::string& stream, uint64_t epoch);
+  Status Answer(const std::string& stream, uint64_t epoch, HelloAnswer answer);
 
   zmq::socket_t* socket_;
   const AckOptions options_;
-  Counter& acks_sent_;
+  AckCounters& counters_;
+  Describe describe_;
   FrameEncoder encoder_;
   std::unordered_map<std::string, Pending> pending_;
   std::unordered_map<std::string, bool> complete_;  // Stream -> subscribed.
   std::unordered_map<std::string, bool> subscribed_;
+  std::unordered_map<std::string, uint64_t> topics_;  // Applied, refcounted.
+  std::unordered_map<std::string, uint64_t> holder_;  // Stream -> live epoch.
+  struct Hail {
+    std::string stream;
+    uint64_t epoch;
+    HelloAnswer answer;
+  };
+  std::vector<Hail> answers_;  // Hellos to answer at the next Publish().
+  RateLimitedLog reject_log_{"acks.subscription", std::chrono::seconds(1)};
+  RateLimitedLog hello_log_{"acks.hello", std::chrono::seconds(1)};
 };
 
 }  // namespace sluice

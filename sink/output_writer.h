@@ -46,6 +46,7 @@
 
 #include "common/item.h"
 #include "common/status.h"
+#include "common/text.h"
 
 namespace sluice {
 
@@ -60,10 +61,6 @@ struct OutputOptions {
   size_t reorder_capacity = 100000;
   OutputFormat format = OutputFormat::kLines;
 };
-
-// True if `s` is valid UTF-8 (JSON text may hold it as it is).
-bool ValidUtf8(std::string_view s);
-std::string Base64(std::string_view in);
 
 class OutputWriter {
  public:

@@ -15,6 +15,8 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/socket.h"
+#include "common/text.h"
+#include "common/thread.h"
 #include "sink/output_writer.h"
 #include "sink/state_file.h"
 #include "sink/stream_tracker.h"
@@ -23,20 +25,11 @@ namespace sluice {
 namespace {
 
 constexpr size_t kAccountRun = 256;
+constexpr std::chrono::milliseconds kSubscriptionPoll{50};
 constexpr size_t kMissingListed = 20;
 
 double Seconds(std::chrono::steady_clock::duration d) {
   return std::chrono::duration<double>(d).count();
-}
-
-// A stream id or reason from the wire, safe for a log line or JSON text:
-// itself if it is printable UTF-8, else "base64:" and its base64.
-std::string Printable(const std::string& s) {
-  bool plain = ValidUtf8(s);
-  for (char c : s) {
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) plain = false;
-  }
-  return plain ? s : "base64:" + Base64(s);
 }
 
 // Trackers of every stream seen, shared by the accounting thread (writes) and
@@ -217,10 +210,31 @@ class Accounting {
     return complete_streams_;
   }
 
+  // What the sink holds of `stream`, for a producer's hello: every taken
+  // seq as ranges, and whether its end-of-stream came and it is complete.
+  // Callers commit first, so that this never promises what a crash loses.
+  void Describe(const std::string& stream, AckMessage& ack) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = by_id_.find(stream);
+    if (it == by_id_.end()) return;
+    const StreamTracker& t = *it->second;
+    t.seen().ForEachRange([&](uint64_t begin, uint64_t end) {
+      ack.ranges.emplace_back(begin, end);
+    });
+    ack.end_of_stream = t.expected().has_value();
+    ack.complete = t.complete();
+  }
+
   // When the next commit or ack falls due, if any.
   std::optional<std::chrono::steady_clock::time_point> NextDue(
       const AckPublisher& acks) const {
     std::optional<std::chrono::steady_clock::time_point> due = acks.NextDue();
+    if (acks.enabled()) {
+      // Subscriptions (producers' hellos) are read between runs of items:
+      // while none come, at least this often.
+      auto poll = std::chrono::steady_clock::now() + kSubscriptionPoll;
+      if (!due || poll < *due) due = poll;
+    }
     std::lock_guard<std::mutex> lock(mu_);
     if (dirty_) {
       auto commit = last_commit_ + options_.commit_interval;
@@ -792,7 +806,10 @@ nlohmann::json SinkCounters::ToJson() const {
   out["dropped"] = dropped.value();
   out["too_many_streams"] = too_many_streams.value();
   out["written"] = written.value();
-  out["acks_sent"] = acks_sent.value();
+  out["acks_sent"] = acks.acks_sent.value();
+  out["hellos"] = acks.hellos.value();
+  out["hellos_rejected"] = acks.hellos_rejected.value();
+  out["rejected_subscriptions"] = acks.rejected_subscriptions.value();
   return out;
 }
 
@@ -848,18 +865,22 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
   }
 
   StatusOr<ReceiveEnd> receive_end = ReceiveEnd::kStopped;
-  std::thread receiver([&, socket = std::move(in->socket)]() mutable {
+  auto receiver = StartThread("receive", [&, socket = std::move(in->socket)]() mutable {
     ReceiveOptions receive = options.flags.receive;
     receive.idle_timeout = options.idle_timeout;
     receive_end = ReceiveLoop(socket, stop, receive, queue, counters.receive);
     queue.Close();
     socket.close();
   });
+  if (!receiver.ok()) return receiver.status();
 
   Status account_status;
-  std::thread accountant([&, ack_socket = std::move(ack_socket)]() mutable {
+  auto accountant = StartThread("accounting", [&, ack_socket = std::move(ack_socket)]() mutable {
     AckPublisher acks(ack_socket ? &*ack_socket : nullptr, options.ack,
-                      counters.acks_sent);
+                      counters.acks,
+                      [&](const std::string& stream, AckMessage& ack) {
+                        accounting.Describe(stream, ack);
+                      });
     std::vector<Item> items;
     auto throttle_start = std::chrono::steady_clock::now();
     uint64_t taken = 0;
@@ -934,6 +955,12 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
     }
     if (ack_socket) ack_socket->close();
   });
+  if (!accountant.ok()) {
+    stop.Request();
+    queue.Close();
+    receiver->join();
+    return accountant.status();
+  }
 
   {
     auto started = std::chrono::steady_clock::now();
@@ -944,8 +971,8 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
     PeriodicTask stats(options.flags.stats_interval, [&] {
       spdlog::info("counters {}", counters.ToJson().dump());
     });
-    receiver.join();
-    accountant.join();
+    receiver->join();
+    accountant->join();
     if (options.progress) {
       progress_out << "\r" << accounting.ProgressLine(started) << "\n" << std::flush;
     }

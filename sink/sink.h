@@ -86,7 +86,7 @@ struct SinkCounters {
   Counter dropped;            // New items an op dropped.
   Counter too_many_streams;   // Items of streams beyond --max-streams.
   Counter written;            // Lines written to --output.
-  Counter acks_sent;          // Ack frames published.
+  AckCounters acks;           // Ack frames, hellos, subscriptions.
   nlohmann::json ToJson() const;
 };
 

@@ -1,5 +1,7 @@
 #include "stage/op_runner.h"
 
+#include "common/thread.h"
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -166,11 +168,19 @@ class SyncRunner : public OpRunner {
     return Status::Ok();
   }
 
-  void Start(BoundedQueue<Item>& in, BoundedQueue<Item>& out) override {
+  Status Start(BoundedQueue<Item>& in, BoundedQueue<Item>& out) override {
     running_ = plan_.threads;
     for (int i = 0; i < plan_.threads; ++i) {
-      threads_.emplace_back([this, i, &in, &out] { Work(*workers_[i], in, out); });
+      auto thread = StartThread("op worker",
+                                [this, i, &in, &out] { Work(*workers_[i], in, out); });
+      if (!thread.ok()) {
+        // The threads that never started will not close `out`.
+        if (running_.fetch_sub(plan_.threads - i) == plan_.threads - i) out.Close();
+        return thread.status();
+      }
+      threads_.push_back(std::move(*thread));
     }
+    return Status::Ok();
   }
 
   void Join() override {
@@ -354,17 +364,30 @@ class AsyncRunner : public OpRunner {
     return Status::Ok();
   }
 
-  void Start(BoundedQueue<Item>& in, BoundedQueue<Item>& out) override {
+  Status Start(BoundedQueue<Item>& in, BoundedQueue<Item>& out) override {
     out_ = &out;
-    running_ = plan_.threads;
+    running_ = static_cast<int>(loops_.size());
     for (size_t i = 0; i < loops_.size(); ++i) {
       Loop& loop = *loops_[i];
-      loop.runner = std::thread([this, &loop] {
+      auto runner = StartThread("async op loop", [this, &loop] {
         loop.io.run();
         if (running_.fetch_sub(1) == 1) out_->Close();
       });
-      loop.feeder = std::thread([this, i, &loop, &in] { Feed(i, loop, in); });
+      StatusOr<std::thread> feeder = Unavailable("");
+      if (runner.ok()) {
+        loop.runner = std::move(*runner);
+        feeder = StartThread("async op feeder",
+                             [this, i, &loop, &in] { Feed(i, loop, in); });
+      }
+      if (!feeder.ok()) {
+        const int never = static_cast<int>(loops_.size() - i) - (runner.ok() ? 1 : 0);
+        if (runner.ok()) loop.io.stop();  // Its feeder will never feed it.
+        if (never > 0 && running_.fetch_sub(never) == never) out.Close();
+        return runner.ok() ? feeder.status() : runner.status();
+      }
+      loop.feeder = std::move(*feeder);
     }
+    return Status::Ok();
   }
 
   void Join() override {

@@ -73,8 +73,10 @@ class OpRunner {
   static StatusOr<std::unique_ptr<OpRunner>> Create(
       const OpPlan& plan, const boost::program_options::variables_map& flags,
       OpCounters& counters);
-  // Starts the threads. `in` and `out` must outlive Join().
-  virtual void Start(BoundedQueue<Item>& in, BoundedQueue<Item>& out) = 0;
+  // Starts the threads. `in` and `out` must outlive Join(). kUnavailable
+  // if the system refuses a thread: those already started still end (and
+  // must be joined) once the caller closes the queues.
+  virtual Status Start(BoundedQueue<Item>& in, BoundedQueue<Item>& out) = 0;
   // Waits until every thread finished (after `in` closed and drained).
   virtual void Join() = 0;
 };

@@ -1,5 +1,7 @@
 #include "stage/stage.h"
 
+#include "common/thread.h"
+
 #include <memory>
 #include <thread>
 
@@ -62,7 +64,16 @@ Status RunStage(const StageOptions& options, StopSignal& stop,
   };
 
   Status receive_status;
-  std::thread receiver([&, socket = std::move(in->socket)]() mutable {
+  // If the system refuses a thread: stop and join what runs, then report.
+  std::vector<std::thread> started;
+  auto abort_start = [&](Status why) {
+    stop.Request();
+    close_all();
+    for (std::thread& t : started) t.join();
+    for (auto& runner : runners) runner->Join();
+    return why;
+  };
+  auto receiver = StartThread("receive", [&, socket = std::move(in->socket)]() mutable {
     StatusOr<ReceiveEnd> end = ReceiveLoop(socket, stop, options.flags.receive,
                                            *queues[0], counters.receive);
     if (!end.ok()) {
@@ -72,11 +83,16 @@ Status RunStage(const StageOptions& options, StopSignal& stop,
     queues[0]->Close();  // Stop path: the pools drain what is queued.
     socket.close();
   });
+  if (!receiver.ok()) return abort_start(receiver.status());
+  started.push_back(std::move(*receiver));
 
-  for (size_t i = 0; i < n_ops; ++i) runners[i]->Start(*queues[i], *queues[i + 1]);
+  for (size_t i = 0; i < n_ops; ++i) {
+    Status s = runners[i]->Start(*queues[i], *queues[i + 1]);
+    if (!s.ok()) return abort_start(s);
+  }
 
   Status send_status;
-  std::thread sender([&, socket = std::move(out->socket)]() mutable {
+  auto sender = StartThread("send", [&, socket = std::move(out->socket)]() mutable {
     send_status =
         SendLoop(socket, stop, options.flags.send, *queues[n_ops], counters.send);
     if (!send_status.ok()) {
@@ -85,10 +101,11 @@ Status RunStage(const StageOptions& options, StopSignal& stop,
     }
     socket.close();
   });
+  if (!sender.ok()) return abort_start(sender.status());
 
-  receiver.join();
+  started[0].join();
   for (auto& runner : runners) runner->Join();
-  sender.join();
+  sender->join();
   bool flushed = TerminateContext(context, options.flags.socket.linger_ms);
   if (!receive_status.ok()) return receive_status;
   if (!send_status.ok()) return send_status;

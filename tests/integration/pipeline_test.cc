@@ -353,16 +353,52 @@ TEST(Pipeline, ProducerEmitsOneItemPerLineOfStdin) {
   EXPECT_EQ(ReadReport(dir.File("report.json"))["expected"], 4);
 }
 
-TEST(Pipeline, ProducerRejectsAnOverlongInputLineWithExit64) {
+// Issue 8, point 6: a line over the item size limit deep in --input never
+// leaves half a stream: it becomes a failed item in its place (dead-lettered
+// with reason item_too_large), every later line keeps its seq, the stream
+// completes and the sink exits 65.
+TEST(Pipeline, OversizeInputLineIsAFailedItemAndTheStreamStillEnds) {
   TempDir dir;
   std::string path = dir.File("big.txt");
-  std::ofstream(path) << "ok\n" << std::string(2 << 20, 'x') << "\n";
+  {
+    std::ofstream input(path);
+    for (int i = 0; i < 1000; ++i) input << "line" << i << "\n";
+    input << std::string(2 << 20, 'x') << "\n";  // Over the default limit.
+    for (int i = 1001; i < 2000; ++i) input << "line" << i << "\n";
+    input << std::string(300, 'y');  // A last line without a newline.
+  }
+  auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--output",
+                                    dir.File("out.txt"), "--ordered",
+                                    "--dead-letter", dir.File("dead.jsonl"),
+                                    "--report", dir.File("report.json")});
+  auto ready = sink->WaitReady();
   std::string err;
-  EXPECT_EQ(RunToExit("sluice-producer", {"--out", "@tcp://127.0.0.1:*",
-                                          "--input", path, "--linger-ms", "0"},
-                      nullptr, &err),
-            64);
-  EXPECT_NE(err.find("line 2"), std::string::npos) << err;
+  EXPECT_EQ(RunToExit("sluice-producer",
+                      {"--out", ">" + ready["in"], "--acks", ">" + ready["acks"],
+                       "--input", path, "--max-item-bytes", "300000"},
+                      nullptr, &err, /*acks_off=*/false),
+            0)
+      << err;
+  EXPECT_NE(err.find("line 1001 of --input"), std::string::npos) << err;
+  EXPECT_EQ(sink->Wait(kJobTimeout), 65) << sink->err();
+  nlohmann::json report = ReadReport(dir.File("report.json"));
+  EXPECT_EQ(report["complete"], true);
+  EXPECT_EQ(report["expected"], 2001);
+  EXPECT_EQ(report["failed"], 1);
+  EXPECT_EQ(report["failed_by_reason"]["item_too_large"], 1);
+  auto dead = nlohmann::json::parse(ReadFile(dir.File("dead.jsonl")));
+  EXPECT_EQ(dead["seq"], 1000);
+  EXPECT_EQ(dead["reason"], "item_too_large");
+  EXPECT_EQ(dead["payload"].get<std::string>().size(), 256u);
+  std::string out = ReadFile(dir.File("out.txt"));
+  EXPECT_NE(out.find("line999\nline1001\n"), std::string::npos);
+  EXPECT_EQ(out.substr(out.size() - 9 - 301), "line1999\n" + std::string(300, 'y') + "\n");
+}
+
+TEST(Pipeline, ItemSizeLimitIsAFlagWithItsBoundsChecked) {
+  std::string err;
+  EXPECT_EQ(RunToExit("sluice-producer", {"--max-item-bytes", "0"}, nullptr, &err), 64);
+  EXPECT_NE(err.find("--max-item-bytes"), std::string::npos) << err;
 }
 
 // Issue 2 9f: a slow sink. The producer and the stages block instead of

@@ -36,7 +36,7 @@ std::vector<Item> RunThrough(OpPlan plan, std::vector<Item> items,
   EXPECT_TRUE(runner.ok()) << runner.status().message();
   if (!runner.ok()) return {};
   BoundedQueue<Item> in(16), out(16);
-  (*runner)->Start(in, out);
+  EXPECT_TRUE((*runner)->Start(in, out).ok());
   std::thread feeder([&] {
     for (Item& item : items) EXPECT_TRUE(in.Push(std::move(item)));
     in.Close();

@@ -1,0 +1,100 @@
+// Issue 8, point 9: stop paths and operator mistakes. Each test names the
+// behaviour it holds the binaries to; "promptly" means within a bound far
+// below what the old behaviour took (a hang, or tens of seconds).
+#include <signal.h>
+
+#include <gtest/gtest.h>
+#include <zmq.hpp>
+
+#include "tests/integration/job.h"
+
+namespace sluice::testing {
+namespace {
+
+constexpr auto kPromptly = std::chrono::seconds(10);
+
+TEST(StopPaths, SigtermWhileWaitingForPeersExitsZeroPromptly) {
+  auto producer = Start("sluice-producer", {"--out", "@tcp://127.0.0.1:*",
+                                            "--acks", "off", "--peers", "2"});
+  producer->WaitReady();
+  producer->Signal(SIGTERM);
+  EXPECT_EQ(producer->Wait(kPromptly), 0) << producer->err();
+}
+
+// A downstream that takes frames and never passes them on: the producer
+// fills its window and waits for acks. SIGINT then ends it within its stop
+// grace, with 75 and the way to resume.
+TEST(StopPaths, SigintWhileWaitingForAcksExitsPromptlyWith75AndSaysHowToResume) {
+  auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*"});
+  auto sink_ready = sink->WaitReady();
+  auto producer = Start("sluice-producer",
+                        {"--out", "@tcp://127.0.0.1:*", "--acks",
+                         ">" + sink_ready["acks"], "--count", "100000",
+                         "--window", "1000", "--stream", "held",
+                         "--stats-interval", "0.1"});
+  std::string out = producer->WaitReady()["out"];
+  zmq::context_t context(1);
+  zmq::socket_t black_hole(context, zmq::socket_type::pull);
+  black_hole.set(zmq::sockopt::linger, 0);
+  black_hole.connect(out);
+  ASSERT_TRUE(WaitUntilCounterAtLeast(*producer, "tx_items", 1000));
+  producer->Signal(SIGINT);
+  EXPECT_EQ(producer->Wait(kPromptly), 75) << producer->err();
+  EXPECT_NE(producer->err().find("same --stream held"), std::string::npos)
+      << producer->err();
+}
+
+TEST(StopPaths, GiveUpFiresWhenNothingIsConnectedDownstream) {
+  auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*"});
+  auto sink_ready = sink->WaitReady();
+  auto producer = Start("sluice-producer",
+                        {"--out", "@tcp://127.0.0.1:*", "--acks",
+                         ">" + sink_ready["acks"], "--count", "1000",
+                         "--give-up", "1"});
+  producer->WaitReady();
+  EXPECT_EQ(producer->Wait(kPromptly), 75) << producer->err();
+  EXPECT_NE(producer->err().find("no peer downstream took a frame"),
+            std::string::npos)
+      << producer->err();
+}
+
+TEST(StopPaths, UnwritableReportFailsBeforeReadyWithExit64) {
+  std::string out, err;
+  EXPECT_EQ(RunToExit("sluice-sink",
+                      {"--in", "@tcp://127.0.0.1:*", "--report",
+                       "/nonexistent-folder/report.json"},
+                      &out, &err),
+            64);
+  EXPECT_EQ(out.find("READY"), std::string::npos) << out;
+  EXPECT_NE(err.find("--report"), std::string::npos) << err;
+}
+
+TEST(StopPaths, MissingInputFileFailsBeforeReadyWithExit64) {
+  std::string out, err;
+  EXPECT_EQ(RunToExit("sluice-producer",
+                      {"--out", "@tcp://127.0.0.1:*", "--stream", "s",
+                       "--input", "/nonexistent-folder/input.txt"},
+                      &out, &err),
+            64);
+  EXPECT_EQ(out.find("READY"), std::string::npos) << out;
+  EXPECT_NE(err.find("/nonexistent-folder/input.txt"), std::string::npos) << err;
+}
+
+TEST(StopPaths, IpcPathTooLongExits64NamingTheLimit) {
+  std::string err;
+  EXPECT_EQ(RunToExit("sluice-producer",
+                      {"--out", "@ipc:///tmp/" + std::string(200, 'p')}, nullptr,
+                      &err),
+            64);
+  EXPECT_NE(err.find("at most 107"), std::string::npos) << err;
+}
+
+TEST(StopPaths, ConfigThatIsAFolderExits64) {
+  TempDir dir;
+  std::string err;
+  EXPECT_EQ(RunToExit("sluice-sink", {"--config", dir.path()}, nullptr, &err), 64);
+  EXPECT_NE(err.find("is a folder"), std::string::npos) << err;
+}
+
+}  // namespace
+}  // namespace sluice::testing
