@@ -38,7 +38,7 @@ Status InitLogging(std::string_view program, std::string_view level) {
 }
 
 void RateLimitedLog::Warn(std::string_view detail) {
-  auto now = std::chrono::steady_clock::now();
+  auto now = now_();
   uint64_t suppressed;
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -4,6 +4,9 @@
 //   2026-11-22T01:02:03.456 sluice-stage warn rx.reject: ...
 // Stdout is kept for the READY line, the human summary and --help output.
 //
+// libprotobuf's own log lines (InitLogging installs the handler) go through
+// one RateLimitedLog too: bad input never floods the log from a library.
+//
 // RateLimitedLog keeps wire noise from flooding the log: the first event of a
 // burst is logged at once with its stable id; further events within
 // `interval` are only counted and reported in the next line that gets out.
@@ -14,6 +17,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -30,8 +34,11 @@ Status InitLogging(std::string_view program, std::string_view level);
 
 class RateLimitedLog {
  public:
-  RateLimitedLog(std::string id, std::chrono::milliseconds interval)
-      : id_(std::move(id)), interval_(interval) {}
+  using Clock = std::function<std::chrono::steady_clock::time_point()>;
+  // `now` is for tests; by default the steady clock.
+  RateLimitedLog(std::string id, std::chrono::milliseconds interval,
+                 Clock now = &std::chrono::steady_clock::now)
+      : id_(std::move(id)), interval_(interval), now_(std::move(now)) {}
 
   // Logs `detail` at warn level unless a line with this id went out less
   // than `interval` ago, in which case the event is only counted.
@@ -40,6 +47,7 @@ class RateLimitedLog {
  private:
   const std::string id_;
   const std::chrono::milliseconds interval_;
+  const Clock now_;
   std::mutex mu_;
   std::chrono::steady_clock::time_point last_{};  // Guarded by mu_.
   uint64_t suppressed_ = 0;                       // Guarded by mu_.

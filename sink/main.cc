@@ -127,6 +127,7 @@ int Main(int argc, const char* const argv[]) {
   opts.acks = read.Endpoints("acks", Role::kBind, /*may_be_off=*/true);
   opts.ack.batch_items = static_cast<size_t>(read.Int("ack-batch", 1, 1'000'000));
   opts.ack.interval = std::chrono::milliseconds(read.Int("ack-interval-ms", 1, 60'000));
+  opts.ack.max_topics = opts.max_streams * 4;  // An ack topic and hellos per stream.
   opts.commit_interval = opts.ack.interval;
   opts.max_rate = vm["max-rate"].as<double>();
   if (!(opts.max_rate >= 0 && opts.max_rate <= 1e9)) {

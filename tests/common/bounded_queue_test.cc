@@ -6,6 +6,12 @@
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
+
+#include <fstream>
+#include <iterator>
+#include <optional>
+
 #include <gtest/gtest.h>
 
 namespace sluice {
@@ -19,22 +25,84 @@ TEST(BoundedQueue, PopReturnsItemsInPushOrder) {
   EXPECT_EQ(q.Pop(), 2);
 }
 
-TEST(BoundedQueue, PushOnFullQueueCompletesOnlyAfterAPop) {
+// Waits until thread `tid` of this process sleeps (state S in /proc: for a
+// thread inside Push or Pop, that is the condition variable's wait).
+bool WaitUntilAsleep(pid_t tid) {
+  const std::string path = "/proc/self/task/" + std::to_string(tid) + "/stat";
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::ifstream stat(path);
+    std::string text((std::istreambuf_iterator<char>(stat)), {});
+    size_t paren = text.rfind(')');
+    if (paren != std::string::npos && paren + 2 < text.size() && text[paren + 2] == 'S') {
+      return true;
+    }
+    std::this_thread::yield();
+  }
+  return false;
+}
+
+TEST(BoundedQueue, PushOnFullQueueBlocksUntilAPop) {
   BoundedQueue<int> q(2);
   ASSERT_TRUE(q.Push(1));
   ASSERT_TRUE(q.Push(2));
+  std::atomic<pid_t> tid{0};
   std::atomic<bool> pushed{false};
   std::thread pusher([&] {
-    ASSERT_TRUE(q.Push(3));
+    tid = gettid();
+    EXPECT_TRUE(q.Push(3));
     pushed = true;
   });
-  // The pusher cannot have pushed: the queue never exceeds its capacity.
-  EXPECT_LE(q.size(), 2u);
+  while (tid == 0) std::this_thread::yield();
+  // The pusher is asleep inside Push, and its item is not in the queue.
+  ASSERT_TRUE(WaitUntilAsleep(tid));
+  EXPECT_FALSE(pushed);
+  EXPECT_EQ(q.size(), 2u);
   EXPECT_EQ(q.Pop(), 1);
   pusher.join();
   EXPECT_TRUE(pushed);
   EXPECT_EQ(q.Pop(), 2);
   EXPECT_EQ(q.Pop(), 3);
+}
+
+TEST(BoundedQueue, PopUpToUntilTimesOutOnAnEmptyQueueAndTakesWhatComes) {
+  BoundedQueue<int> q(8);
+  std::vector<int> out;
+  auto start = std::chrono::steady_clock::now();
+  // Empty and open: nullopt once the deadline passes, nothing taken.
+  EXPECT_EQ(q.PopUpToUntil(4, out, start + std::chrono::milliseconds(20)), std::nullopt);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(20));
+  EXPECT_TRUE(out.empty());
+  // Items queued: taken at once, up to the maximum, without waiting.
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(q.Push(i));
+  EXPECT_EQ(q.PopUpToUntil(4, out, std::chrono::steady_clock::now() + std::chrono::hours(1)),
+            4u);
+  EXPECT_EQ(out, (std::vector<int>{0, 1, 2, 3}));
+  // A deadline already past still takes what is there.
+  out.clear();
+  EXPECT_EQ(q.PopUpToUntil(4, out, start), 2u);
+  EXPECT_EQ(out, (std::vector<int>{4, 5}));
+  // Closed and drained: 0, at once.
+  q.Close();
+  EXPECT_EQ(q.PopUpToUntil(4, out, std::chrono::steady_clock::now() + std::chrono::hours(1)),
+            0u);
+}
+
+TEST(BoundedQueue, PopUpToUntilWakesForAPushBeforeItsDeadline) {
+  BoundedQueue<int> q(8);
+  std::vector<int> out;
+  std::atomic<pid_t> tid{0};
+  std::optional<size_t> got;
+  std::thread consumer([&] {
+    tid = gettid();
+    got = q.PopUpToUntil(4, out, std::chrono::steady_clock::now() + std::chrono::hours(1));
+  });
+  while (tid == 0) std::this_thread::yield();
+  ASSERT_TRUE(WaitUntilAsleep(tid));
+  ASSERT_TRUE(q.Push(7));
+  consumer.join();
+  EXPECT_EQ(got, 1u);
+  EXPECT_EQ(out, (std::vector<int>{7}));
 }
 
 TEST(BoundedQueue, PopDrainsQueuedItemsAfterClose) {

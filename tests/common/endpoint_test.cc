@@ -46,7 +46,17 @@ TEST(Endpoint, MalformedEndpointsAreRejectedWithTheOffendingPart) {
     EXPECT_FALSE(parsed.ok()) << "accepted '" << bad << "'";
     if (!parsed.ok()) {
       EXPECT_EQ(parsed.status().code(), StatusCode::kInvalidArgument);
-      EXPECT_FALSE(parsed.status().message().empty());
+      // The message quotes the offending part (or the whole list for an
+      // empty entry), so the user can find it.
+      const std::string bad_text(bad);
+      const std::string part = bad_text.substr(0, bad_text.find(','));
+      if (!part.empty()) {
+        EXPECT_NE(parsed.status().message().find("'" + part), std::string::npos)
+            << parsed.status().message() << " does not name '" << part << "'";
+      } else if (!bad_text.empty()) {
+        EXPECT_NE(parsed.status().message().find(bad_text), std::string::npos)
+            << parsed.status().message();
+      }
     }
   }
 }

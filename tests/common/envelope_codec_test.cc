@@ -265,5 +265,96 @@ TEST(EnvelopeCodec, EveryReasonHasADistinctName) {
   EXPECT_EQ(RejectReasonName(RejectReason::kTooLarge), "too_large");
 }
 
+std::optional<RejectReason> DecodeAckBytes(const std::string& bytes, AckMessage& out) {
+  return DecodeAck(bytes.data(), bytes.size(), kDefaultMaxFrameBytes, out);
+}
+
+wire::Envelope ValidAck() {
+  wire::Envelope e;
+  e.set_version(kWireVersion);
+  e.set_ack_stream("s1");
+  e.mutable_ack()->add_ranges(0);
+  e.mutable_ack()->add_ranges(10);
+  return e;
+}
+
+TEST(EnvelopeCodec, AckRoundTripsWithTheHelloAnswerAndStartsWithItsTopic) {
+  FrameEncoder encoder;
+  AckMessage ack{.stream = "s1", .ranges = {{0, 5}, {9, 12}}, .end_of_stream = true,
+                 .complete = false, .hello_epoch = 0xfeedfacecafebeefULL,
+                 .answer = HelloAnswer::kWelcome};
+  zmq::message_t frame = encoder.EncodeAck(ack);
+  std::string bytes(static_cast<const char*>(frame.data()), frame.size());
+  EXPECT_EQ(bytes.rfind(AckTopic("s1"), 0), 0u);
+  AckMessage out;
+  ASSERT_EQ(DecodeAckBytes(bytes, out), std::nullopt);
+  EXPECT_EQ(out.stream, "s1");
+  EXPECT_EQ(out.ranges, ack.ranges);
+  EXPECT_TRUE(out.end_of_stream);
+  EXPECT_FALSE(out.complete);
+  EXPECT_EQ(out.hello_epoch, 0xfeedfacecafebeefULL);
+  EXPECT_EQ(out.answer, HelloAnswer::kWelcome);
+}
+
+// Data on the ack socket and an ack on a data socket are valid frames of
+// the wrong kind: rejected as such, never misread.
+TEST(EnvelopeCodec, RejectsAValidBodyOfTheWrongKindOnEitherSocket) {
+  std::vector<Item> items;
+  EXPECT_EQ(Decode(Serialize(ValidAck()), items), RejectReason::kWrongKind);
+  EXPECT_TRUE(items.empty());
+  AckMessage ack;
+  EXPECT_EQ(DecodeAckBytes(Serialize(ValidBatch()), ack), RejectReason::kWrongKind);
+  wire::Envelope end;
+  end.set_version(kWireVersion);
+  end.mutable_end_of_stream()->set_stream("s1");
+  end.mutable_end_of_stream()->set_count(3);
+  EXPECT_EQ(DecodeAckBytes(Serialize(end), ack), RejectReason::kWrongKind);
+}
+
+TEST(EnvelopeCodec, RejectsAckRangesThatAreOddEmptyReversedOrOutOfBounds) {
+  AckMessage ack;
+  auto with_ranges = [](std::vector<uint64_t> ranges) {
+    wire::Envelope e = ValidAck();
+    e.mutable_ack()->clear_ranges();
+    for (uint64_t r : ranges) e.mutable_ack()->add_ranges(r);
+    return Serialize(e);
+  };
+  EXPECT_EQ(DecodeAckBytes(with_ranges({1, 5, 9}), ack), RejectReason::kBadAckRange);
+  EXPECT_EQ(DecodeAckBytes(with_ranges({5, 5}), ack), RejectReason::kBadAckRange);
+  EXPECT_EQ(DecodeAckBytes(with_ranges({6, 5}), ack), RejectReason::kBadAckRange);
+  EXPECT_EQ(DecodeAckBytes(with_ranges({0, kMaxStreamCount + 1}), ack),
+            RejectReason::kBadAckRange);
+  EXPECT_EQ(DecodeAckBytes(with_ranges({0, kMaxStreamCount}), ack), std::nullopt);
+  wire::Envelope no_stream = ValidAck();
+  no_stream.clear_ack_stream();
+  EXPECT_EQ(DecodeAckBytes(Serialize(no_stream), ack), RejectReason::kBadStreamId);
+}
+
+// Stream ids are bytes: an id that is not UTF-8 decodes (and is only then
+// validated for length), with no complaint from libprotobuf.
+TEST(EnvelopeCodec, StreamIdsAreBytesNotUtf8Strings) {
+  wire::Envelope e = ValidBatch();
+  e.mutable_batch()->mutable_items(0)->set_stream(std::string("\xff\xfe", 2));
+  std::vector<Item> items;
+  ASSERT_EQ(Decode(Serialize(e), items), std::nullopt);
+  EXPECT_EQ(items[0].stream, std::string("\xff\xfe", 2));
+}
+
+TEST(EnvelopeCodec, HelloAndAckTopicsParseBackAndRejectAnythingElse) {
+  const std::string hello = HelloTopic("s1", 42);
+  EXPECT_EQ(hello[0], '\0');  // No frame starts with a zero byte.
+  auto parsed = ParseHelloTopic(hello);
+  ASSERT_TRUE(parsed.has_value());
+  EXPECT_EQ(parsed->first, "s1");
+  EXPECT_EQ(parsed->second, 42u);
+  EXPECT_EQ(ParseAckTopic(AckTopic("s1")), "s1");
+  EXPECT_EQ(ParseHelloTopic(AckTopic("s1")), std::nullopt);
+  EXPECT_EQ(ParseAckTopic(hello), std::nullopt);
+  EXPECT_EQ(ParseHelloTopic(HelloTopic("s1", 0)), std::nullopt);  // Epoch 0.
+  EXPECT_EQ(ParseHelloTopic(HelloTopic(std::string(65, 'x'), 1)), std::nullopt);
+  EXPECT_EQ(ParseAckTopic(AckTopic("s1") + "x"), std::nullopt);
+  EXPECT_EQ(ParseAckTopic("junk"), std::nullopt);
+}
+
 }  // namespace
 }  // namespace sluice

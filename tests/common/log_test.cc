@@ -1,6 +1,9 @@
 #include "common/log.h"
 
+#include <algorithm>
 #include <sstream>
+
+#include <google/protobuf/stubs/logging.h>
 
 #include <gtest/gtest.h>
 #include <spdlog/sinks/ostream_sink.h>
@@ -39,12 +42,41 @@ TEST(RateLimitedLog, LogsTheFirstOfABurstAndCountsTheRest) {
 
 TEST(RateLimitedLog, NextLineAfterTheIntervalReportsHowManyWereSuppressed) {
   CapturedLog log;
-  RateLimitedLog limited("sink.out_of_range", std::chrono::milliseconds(0));
+  auto now = std::chrono::steady_clock::time_point() + std::chrono::hours(1);
+  RateLimitedLog limited("sink.out_of_range", std::chrono::seconds(1),
+                         [&] { return now; });
   limited.Warn("first");
-  limited.Warn("second");  // Interval 0: every event gets out.
+  limited.Warn("second");  // Within the interval: counted only.
+  limited.Warn("third");
+  now += std::chrono::milliseconds(999);
+  limited.Warn("fourth");  // Still within it.
+  EXPECT_EQ(log.text().find("second"), std::string::npos);
+  now += std::chrono::milliseconds(1);
+  limited.Warn("fifth");
   std::string text = log.text();
-  EXPECT_NE(text.find("first"), std::string::npos);
-  EXPECT_NE(text.find("second"), std::string::npos);
+  EXPECT_NE(text.find("sink.out_of_range: first\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("sink.out_of_range: fifth (and 3 more like it since the last line)"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("fourth"), std::string::npos);
+  now += std::chrono::seconds(5);
+  limited.Warn("sixth");  // Nothing was suppressed since the last line.
+  EXPECT_NE(log.text().find("sink.out_of_range: sixth\n"), std::string::npos);
+}
+
+// libprotobuf's complaints go through one rate-limited line, not one line
+// each (issue 8: 1,000 bad frames made 1,000 ERROR lines).
+TEST(InitLogging, LibprotobufLinesAreRateLimited) {
+  ASSERT_TRUE(InitLogging("sluice-test", "info").ok());
+  CapturedLog log;
+  for (int i = 0; i < 1000; ++i) {
+    GOOGLE_LOG(ERROR) << "String field contains invalid UTF-8 data";
+  }
+  std::string text = log.text();
+  EXPECT_NE(text.find("protobuf: String field contains invalid UTF-8"), std::string::npos)
+      << text;
+  size_t lines = std::count(text.begin(), text.end(), '\n');
+  EXPECT_LE(lines, 2u) << text;
 }
 
 TEST(InitLogging, UnknownLevelIsAnInvalidArgument) {

@@ -15,8 +15,21 @@ TEST(Socket, BindReportsTheResolvedEphemeralAddress) {
                            {{Role::kBind, "tcp://127.0.0.1:*"}}, {});
   ASSERT_TRUE(opened.ok()) << opened.status().message();
   ASSERT_EQ(opened->bound.size(), 1u);
-  EXPECT_EQ(opened->bound[0].rfind("tcp://127.0.0.1:", 0), 0u);
-  EXPECT_NE(opened->bound[0].find_last_of("0123456789"), std::string::npos);
+  const std::string prefix = "tcp://127.0.0.1:";
+  ASSERT_EQ(opened->bound[0].rfind(prefix, 0), 0u);
+  // A real port, not the '*' asked for: a number a peer can connect to.
+  const std::string port = opened->bound[0].substr(prefix.size());
+  ASSERT_FALSE(port.empty());
+  EXPECT_EQ(port.find_first_not_of("0123456789"), std::string::npos) << port;
+  EXPECT_GT(std::stoi(port), 0);
+  EXPECT_LE(std::stoi(port), 65535);
+  zmq::socket_t push(context, zmq::socket_type::push);
+  push.set(zmq::sockopt::linger, 0);
+  push.connect(opened->bound[0]);
+  ASSERT_TRUE(push.send(zmq::str_buffer("hello"), zmq::send_flags::none));
+  zmq::message_t got;
+  ASSERT_TRUE(opened->socket.recv(got, zmq::recv_flags::none));
+  EXPECT_EQ(got.to_string(), "hello");
   EXPECT_EQ(DescribeAddresses({{Role::kBind, "tcp://127.0.0.1:*"},
                                {Role::kConnect, "tcp://hub:5558"}},
                               *opened),

@@ -1,0 +1,134 @@
+// AckPublisher over a real XPUB/SUB pair on inproc: batching, completion,
+// the answers to producers' hellos, and the caps on subscriptions.
+#include "sink/ack_publisher.h"
+
+#include <gtest/gtest.h>
+
+#include "common/endpoint.h"
+#include "common/socket.h"
+
+namespace sluice {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+class AckPublisherTest : public ::testing::Test {
+ protected:
+  AckPublisherTest() {
+    auto opened = OpenSocket(context_, zmq::socket_type::xpub,
+                             {{Role::kBind, "inproc://acks"}}, {});
+    EXPECT_TRUE(opened.ok());
+    xpub_ = std::move(opened->socket);
+  }
+  zmq::socket_t Subscriber(const std::vector<std::string>& topics) {
+    zmq::socket_t sub(context_, zmq::socket_type::sub);
+    sub.set(zmq::sockopt::linger, 0);
+    sub.connect("inproc://acks");
+    for (const std::string& t : topics) sub.set(zmq::sockopt::subscribe, t);
+    return sub;
+  }
+  // Reads subscriptions until none has come for a moment.
+  void Settle(AckPublisher& acks) {
+    for (int i = 0; i < 1000; ++i) {
+      zmq::pollitem_t item = {xpub_.handle(), 0, ZMQ_POLLIN, 0};
+      if (zmq::poll(&item, 1, std::chrono::milliseconds(200)) == 0) return;
+      ASSERT_TRUE(acks.ReadSubscriptions(Clock::now()).ok());
+    }
+  }
+  std::optional<AckMessage> Receive(zmq::socket_t& sub) {
+    zmq::message_t frame;
+    zmq::pollitem_t item = {sub.handle(), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, std::chrono::milliseconds(2000));
+    if (!sub.recv(frame, zmq::recv_flags::dontwait)) return std::nullopt;
+    AckMessage ack;
+    if (DecodeAck(frame.data(), frame.size(), kDefaultMaxFrameBytes, ack)) return std::nullopt;
+    return ack;
+  }
+
+  zmq::context_t context_{1};
+  zmq::socket_t xpub_;
+  AckCounters counters_;
+};
+
+TEST_F(AckPublisherTest, BatchesTakenItemsIntoRangesAndSendsCompletionAtOnce) {
+  AckPublisher acks(&xpub_, AckOptions{.batch_items = 1000,
+                                       .interval = std::chrono::hours(1)},
+                    counters_);
+  zmq::socket_t sub = Subscriber({AckTopic("s")});
+  Settle(acks);
+  auto now = Clock::now();
+  for (uint64_t seq : {3, 1, 2, 7}) acks.Taken("s", seq, now);
+  EXPECT_FALSE(acks.Due(now));  // Neither the batch nor the interval is full.
+  acks.Completed("s", now);     // Completion is urgent.
+  EXPECT_TRUE(acks.Due(now));
+  ASSERT_TRUE(acks.Publish(now, false).ok());
+  auto ack = Receive(sub);
+  ASSERT_TRUE(ack.has_value());
+  EXPECT_EQ(ack->ranges, (std::vector<std::pair<uint64_t, uint64_t>>{{1, 4}, {7, 8}}));
+  EXPECT_TRUE(ack->complete);
+  EXPECT_EQ(counters_.acks_sent.value(), 1u);
+}
+
+TEST_F(AckPublisherTest, HelloIsWelcomedWithWhatTheSinkHoldsAndASecondEpochRejected) {
+  AckPublisher acks(&xpub_, AckOptions{}, counters_,
+                    [](const std::string& stream, AckMessage& ack) {
+                      EXPECT_EQ(stream, "s");
+                      ack.ranges = {{0, 100}, {150, 160}};
+                      ack.end_of_stream = true;
+                    });
+  zmq::socket_t first = Subscriber({AckTopic("s"), HelloTopic("s", 1)});
+  Settle(acks);
+  EXPECT_TRUE(acks.Due(Clock::now()));
+  ASSERT_TRUE(acks.Publish(Clock::now(), false).ok());
+  auto welcome = Receive(first);
+  ASSERT_TRUE(welcome.has_value());
+  EXPECT_EQ(welcome->answer, HelloAnswer::kWelcome);
+  EXPECT_EQ(welcome->hello_epoch, 1u);
+  EXPECT_EQ(welcome->ranges.size(), 2u);
+  EXPECT_TRUE(welcome->end_of_stream);
+
+  zmq::socket_t second = Subscriber({AckTopic("s"), HelloTopic("s", 2)});
+  Settle(acks);
+  ASSERT_TRUE(acks.Publish(Clock::now(), false).ok());
+  auto rejected = Receive(second);
+  ASSERT_TRUE(rejected.has_value());
+  EXPECT_EQ(rejected->answer, HelloAnswer::kRejected);
+  EXPECT_EQ(rejected->hello_epoch, 2u);
+  EXPECT_TRUE(rejected->ranges.empty());
+  EXPECT_EQ(counters_.hellos_rejected.value(), 1u);
+
+  // The holder goes: the stream is free for the next instance.
+  first.close();
+  Settle(acks);
+  zmq::socket_t third = Subscriber({AckTopic("s"), HelloTopic("s", 3)});
+  Settle(acks);
+  ASSERT_TRUE(acks.Publish(Clock::now(), false).ok());
+  auto welcome3 = Receive(third);
+  ASSERT_TRUE(welcome3.has_value());
+  EXPECT_EQ(welcome3->answer, HelloAnswer::kWelcome);
+  EXPECT_EQ(welcome3->hello_epoch, 3u);
+}
+
+// Subscriptions are peer input: anything that is not an ack topic or a
+// hello of a valid id is ignored and counted, and at most max_topics
+// distinct ones are applied.
+TEST_F(AckPublisherTest, ForeignAndExcessSubscriptionsAreCountedAndNeverApplied) {
+  AckPublisher acks(&xpub_, AckOptions{.max_topics = 10}, counters_);
+  std::vector<std::string> topics = {"junk", std::string("\x08\x01\x22\x05sh", 6)};
+  for (int i = 0; i < 20; ++i) topics.push_back(AckTopic("s" + std::to_string(i)));
+  zmq::socket_t sub = Subscriber(topics);
+  Settle(acks);
+  EXPECT_EQ(counters_.rejected_subscriptions.value(), 12u);  // 2 foreign + 10 over the cap.
+  // An applied topic receives; one over the cap does not.
+  auto now = Clock::now();
+  acks.Taken("s0", 1, now);
+  acks.Taken("s19", 1, now);
+  ASSERT_TRUE(acks.Publish(now, true).ok());
+  auto ack = Receive(sub);
+  ASSERT_TRUE(ack.has_value());
+  EXPECT_EQ(ack->stream, "s0");
+  EXPECT_FALSE(Receive(sub).has_value());
+}
+
+}  // namespace
+}  // namespace sluice
