@@ -35,15 +35,22 @@ class Stream:
         return self.count is not None and len(self.seen) == self.count
 
 
-def ack_frame(stream: bytes, seqs, s: Stream) -> bytes:
-    env = pb.Envelope(version=1, ack_stream=stream)
+HELLO_PREFIX = b"\x00sluice-hello"  # Then an 8-byte epoch, then the id.
+
+
+def to_ranges(seqs):
     ranges = []
     for seq in sorted(set(seqs)):  # Merge into [begin, end) ranges.
         if ranges and ranges[-1][1] == seq:
             ranges[-1][1] = seq + 1
         else:
             ranges.append([seq, seq + 1])
-    for begin, end in ranges:
+    return ranges
+
+
+def ack_frame(stream: bytes, seqs, s: Stream) -> bytes:
+    env = pb.Envelope(version=1, ack_stream=stream)
+    for begin, end in to_ranges(seqs):
         env.ack.ranges.extend([begin, end])
     env.ack.end_of_stream = s.count is not None
     env.ack.complete = s.complete()
@@ -95,7 +102,23 @@ def main() -> int:
     while done < args.streams:
         events = dict(poller.poll(int(ACK_EVERY_S * 1000)))
         if acks in events:
-            acks.recv()  # A subscription: the next publish reaches it.
+            sub = acks.recv()  # A subscription: the next publish reaches it.
+            if sub[:1] == b"\x01" and sub[1:14] == HELLO_PREFIX and len(sub) > 22:
+                # A producer's hello: welcome it with what we hold of its
+                # stream, so that a restarted producer sends only the rest.
+                # (This sink keeps no state across restarts and does not
+                # refuse a second producer; the C++ sink does both.)
+                epoch = int.from_bytes(sub[14:22], "big")
+                sid = sub[22:]
+                s = streams.get(sid, Stream())
+                env = pb.Envelope(version=1, ack_stream=sid)
+                for begin, end in to_ranges(s.seen):
+                    env.ack.ranges.extend([begin, end])
+                env.ack.end_of_stream = s.count is not None
+                env.ack.complete = s.complete()
+                env.ack.hello_epoch = epoch
+                env.ack.answer = pb.WELCOME
+                acks.send(env.SerializeToString())
         if inp in events:
             frame = inp.recv()
             env = pb.Envelope()
