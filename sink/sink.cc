@@ -717,7 +717,8 @@ std::string Summary(const nlohmann::json& r) {
   for (const auto& [k, v] : r["rejected"].items()) rejected += v.get<uint64_t>();
   if (rejected > 0) out << ", " << rejected << " frames rejected";
   if (r["errors"].get<uint64_t>() > 0) {
-    out << ", " << r["errors"] << " ERRORS (" << r["beyond_count"]
+    out << ", " << r["errors"] << " ERRORS ("
+        << r["beyond_count"].get<uint64_t>() + r["out_of_range"].get<uint64_t>()
         << " items beyond a count, " << r["conflicting_ends"]
         << " conflicting end-of-stream)";
   }
@@ -750,8 +751,9 @@ Status Verdict(const SinkOptions& options, const nlohmann::json& r, bool done,
     if (errors > 0) {
       return DataError(
           "every stream completed, but with " + std::to_string(errors) +
-          " errors: " + r["beyond_count"].dump() +
-          " items beyond a stream's end-of-stream count and " +
+          " errors: " + r["beyond_count"].dump() + " items taken and " +
+          r["out_of_range"].dump() + " refused beyond a stream's "
+          "end-of-stream count, and " +
           r["conflicting_ends"].dump() +
           " conflicting end-of-stream counts (see the report); a faulty "
           "producer or two producers on one stream id");

@@ -146,8 +146,12 @@ class StreamTracker {
   uint64_t conflicting_ends() const { return stats_.conflicting_ends; }
   // New items that arrived after the end-of-stream (it overtook them).
   uint64_t after_end_of_stream() const { return stats_.after_end; }
-  // Errors that make the stream's data suspect even if complete.
-  uint64_t errors() const { return beyond_count() + conflicting_ends(); }
+  // Errors that make the stream's data suspect even if complete: items at
+  // or beyond its count (taken before the end-of-stream, or refused after
+  // it) and end-of-streams with another count.
+  uint64_t errors() const {
+    return beyond_count() + out_of_range() + conflicting_ends();
+  }
   // With a known count: count - unique below it. Without: a lower bound,
   // the gaps below the highest seq seen.
   uint64_t missing() const;

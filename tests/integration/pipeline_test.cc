@@ -395,6 +395,57 @@ TEST(Pipeline, OversizeInputLineIsAFailedItemAndTheStreamStillEnds) {
   EXPECT_EQ(out.substr(out.size() - 9 - 301), "line1999\n" + std::string(300, 'y') + "\n");
 }
 
+// Issue 8, point 5: a faulty producer's item beyond the count, before and
+// after the end-of-stream, and a second end-of-stream with another count:
+// errors in the report, never counted as part of the stream, exit 65.
+TEST(Pipeline, ItemsBeyondTheCountAndAConflictingEndOfStreamAreErrorsWithExit65) {
+  TempDir dir;
+  auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--acks", "off",
+                                    "--report", dir.File("report.json"),
+                                    "--streams", "0", "--stats-interval", "0.1"});
+  std::string in = sink->WaitReady()["in"];
+  {
+    Injector injector(in);
+    std::vector<uint64_t> seqs;
+    for (uint64_t i = 0; i <= 100; ++i) seqs.push_back(i);  // 101 items.
+    injector.Send(BatchFrame("faulty", seqs));
+    injector.Send(EndOfStreamFrame("faulty", 100));
+    injector.Send(BatchFrame("faulty", {150}));
+    injector.Send(EndOfStreamFrame("faulty", 120));
+    ASSERT_TRUE(WaitUntilCounterAtLeast(*sink, "rx_end_of_stream", 2));
+  }
+  sink->Signal(SIGTERM);
+  EXPECT_EQ(sink->Wait(std::chrono::seconds(20)), 65) << sink->err();
+  nlohmann::json report = ReadReport(dir.File("report.json"));
+  EXPECT_EQ(report["complete"], true);
+  EXPECT_EQ(report["unique"], 100);
+  EXPECT_EQ(report["expected"], 100);
+  EXPECT_EQ(report["beyond_count"], 1);
+  EXPECT_EQ(report["out_of_range"], 1);
+  EXPECT_EQ(report["conflicting_ends"], 1);
+  EXPECT_EQ(report["errors"], 3);
+  EXPECT_NE(sink->out().find("3 ERRORS"), std::string::npos) << sink->out();
+}
+
+// Issue 8, point 4: --streams 1 reached while another stream is incomplete
+// (a producer killed and restarted under a new id): the report says
+// incomplete, and so does the exit code.
+TEST(Pipeline, SinkNeverExitsZeroWhileAnotherStreamIsIncomplete) {
+  TempDir dir;
+  auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--acks", "off",
+                                    "--report", dir.File("report.json")});
+  std::string in = sink->WaitReady()["in"];
+  Injector injector(in);
+  injector.Send(BatchFrame("killed", {0, 1, 2}));  // Never ended.
+  injector.Send(BatchFrame("restarted", {0, 1}));
+  injector.Send(EndOfStreamFrame("restarted", 2));
+  EXPECT_EQ(sink->Wait(std::chrono::seconds(20)), 75) << sink->err();
+  EXPECT_NE(sink->err().find("killed"), std::string::npos) << sink->err();
+  nlohmann::json report = ReadReport(dir.File("report.json"));
+  EXPECT_EQ(report["complete"], false);
+  EXPECT_EQ(report["streams_complete"], 1);
+}
+
 TEST(Pipeline, ItemSizeLimitIsAFlagWithItsBoundsChecked) {
   std::string err;
   EXPECT_EQ(RunToExit("sluice-producer", {"--max-item-bytes", "0"}, nullptr, &err), 64);

@@ -176,6 +176,8 @@ TEST(StreamTracker, ItemsBeyondTheCountBeforeTheEndOfStreamAreErrors) {
   t.AcceptEndOfStream(120, kNow);
   EXPECT_EQ(t.conflicting_ends(), 1u);
   EXPECT_EQ(t.errors(), 2u);
+  EXPECT_EQ(t.AcceptItem(105, 0, kNow), Outcome::kOutOfRange);  // After it.
+  EXPECT_EQ(t.errors(), 3u);
 }
 
 TEST(LatencyHistogram, QuantilesWithinThreePercent) {
