@@ -113,15 +113,19 @@ class Accounting {
     auto now = std::chrono::steady_clock::now();
     int64_t now_us = WallMicros();
     std::lock_guard<std::mutex> lock(mu_);
+    StreamTracker* tracker = nullptr;  // Runs of one stream: look up once.
+    Touched* touched = nullptr;
     for (Item& item : items) {
-      StreamTracker* tracker = Find(item.stream);
-      if (tracker == nullptr) {
-        counters_.too_many_streams.Add();
-        too_many_log_.Warn("dropped an item of stream '" + Printable(item.stream) +
-                           "': already tracking --max-streams streams");
-        continue;
+      if (tracker == nullptr || item.stream != tracker->id()) {
+        tracker = Find(item.stream);
+        if (tracker == nullptr) {
+          counters_.too_many_streams.Add();
+          too_many_log_.Warn("dropped an item of stream '" + Printable(item.stream) +
+                             "': already tracking --max-streams streams");
+          continue;
+        }
+        touched = &touched_[tracker];
       }
-      Touched& touched = touched_[tracker];
       bool was_complete = tracker->complete();
       if (item.end_of_stream) {
         const uint64_t conflicts = tracker->conflicting_ends();
@@ -144,7 +148,7 @@ class Accounting {
         switch (tracker->AcceptItem(item.seq, item.produced_at_us, now_us)) {
           case StreamTracker::Outcome::kNew: {
             counters_.items_new.Add();
-            touched.taken.push_back(item.seq);
+            touched->taken.push_back(item.seq);
             if (!item.failure && !item.dropped &&
                 options_.output_format == OutputFormat::kLines &&
                 HoldsNewline(item)) {
