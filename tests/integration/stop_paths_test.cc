@@ -2,6 +2,10 @@
 // behaviour it holds the binaries to; "promptly" means within a bound far
 // below what the old behaviour took (a hang, or tens of seconds).
 #include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
 
 #include <gtest/gtest.h>
 #include <zmq.hpp>
@@ -94,6 +98,34 @@ TEST(StopPaths, ConfigThatIsAFolderExits64) {
   std::string err;
   EXPECT_EQ(RunToExit("sluice-sink", {"--config", dir.path()}, nullptr, &err), 64);
   EXPECT_NE(err.find("is a folder"), std::string::npos) << err;
+}
+
+// Issue 8: threads are owned. A stage that the system refuses threads (a
+// cgroup's pids.max, as a container runtime sets) stops what it started and
+// exits 69 with a message, instead of std::terminate and a core dump.
+TEST(StopPaths, ThreadsTheSystemRefusesEndInAMessageAndExit69NotACrash) {
+  const std::string cgroup =
+      "/sys/fs/cgroup/pids/sluice-test-" + std::to_string(getpid());
+  if (mkdir(cgroup.c_str(), 0755) != 0) {
+    GTEST_SKIP() << "cannot make a pids cgroup at " << cgroup << " (needs root "
+                 << "and cgroup v1's pids controller)";
+  }
+  { std::ofstream(cgroup + "/pids.max") << 8; }
+  // The shell joins the cgroup, then becomes the stage: every thread it
+  // starts counts against pids.max.
+  auto stage = std::make_unique<Process>(
+      std::vector<std::string>{
+          "/bin/sh", "-c",
+          "echo $$ > " + cgroup + "/cgroup.procs && exec " +
+              BinaryPath("sluice-stage") +
+              " --op pass --threads 64 --in @tcp://127.0.0.1:* --out @tcp://127.0.0.1:*"},
+      std::nullopt, std::vector<std::string>{},
+      [](const std::string& message) { ADD_FAILURE() << message; });
+  auto code = stage->Wait(std::chrono::seconds(30));
+  rmdir(cgroup.c_str());
+  EXPECT_EQ(code, 69) << stage->err();
+  EXPECT_NE(stage->err().find("cannot start the"), std::string::npos) << stage->err();
+  EXPECT_EQ(stage->err().find("terminate called"), std::string::npos) << stage->err();
 }
 
 }  // namespace
