@@ -581,6 +581,18 @@ class Accounting {
     return Status::Ok();
   }
 
+  // A stream's entry in `record`: all but its taken seqs and held items.
+  state::Stream& SaveStream(const StreamTracker& tracker, state::Record& record,
+                            std::unordered_map<std::string, state::Stream*>& by_stream) {
+    state::Stream* out = record.add_streams();
+    out->set_id(tracker.id());
+    if (tracker.expected()) out->set_count(*tracker.expected());
+    SaveStats(tracker, *out->mutable_stats());
+    if (options_.ordered) out->set_write_next(writer_->WriteNext(tracker.id()));
+    by_stream.emplace(tracker.id(), out);
+    return *out;
+  }
+
   // Appends a record of what changed since the last commit; replaces the
   // log by a snapshot once it has grown well past the state's size.
   Status Commit(std::chrono::steady_clock::time_point now) {
@@ -599,13 +611,7 @@ class Accounting {
     SaveWriter(record);
     std::unordered_map<std::string, state::Stream*> by_stream;
     for (auto& [tracker, touched] : touched_) {
-      state::Stream* out = record.add_streams();
-      out->set_id(tracker->id());
-      AddRanges(touched.taken, *out);
-      if (tracker->expected()) out->set_count(*tracker->expected());
-      SaveStats(*tracker, *out->mutable_stats());
-      if (options_.ordered) out->set_write_next(writer_->WriteNext(tracker->id()));
-      by_stream.emplace(tracker->id(), out);
+      AddRanges(touched.taken, SaveStream(*tracker, record, by_stream));
     }
     if (options_.ordered) {
       writer_->TakeNewlyHeld([&](const std::string& stream, uint64_t, const Item& item) {
@@ -626,16 +632,11 @@ class Accounting {
     SaveWriter(record);
     std::unordered_map<std::string, state::Stream*> by_stream;
     for (const auto& tracker : order_) {
-      state::Stream* out = record.add_streams();
-      out->set_id(tracker->id());
+      state::Stream& out = SaveStream(*tracker, record, by_stream);
       tracker->seen().ForEachRange([&](uint64_t begin, uint64_t end) {
-        out->add_taken(begin);
-        out->add_taken(end);
+        out.add_taken(begin);
+        out.add_taken(end);
       });
-      if (tracker->expected()) out->set_count(*tracker->expected());
-      SaveStats(*tracker, *out->mutable_stats());
-      if (options_.ordered) out->set_write_next(writer_->WriteNext(tracker->id()));
-      by_stream.emplace(tracker->id(), out);
     }
     if (options_.ordered) {
       writer_->TakeNewlyHeld([](const std::string&, uint64_t, const Item&) {});
