@@ -40,11 +40,10 @@ class BoundedQueue {
   // shutdown, or check Close() ordering (see the stage's stop path).
   [[nodiscard]] bool Push(T item) {
     std::unique_lock<std::mutex> lock(mu_);
-    not_full_.wait(lock, [&] { return closed_ || items_.size() < capacity_; });
+    AwaitRoom(lock);
     if (closed_) return false;
     items_.push_back(std::move(item));
-    lock.unlock();
-    not_empty_.notify_one();
+    WakeAfterPush(lock);
     return true;
   }
 
@@ -55,8 +54,7 @@ class BoundedQueue {
     size_t pushed = 0;
     while (pushed < items.size()) {
       std::unique_lock<std::mutex> lock(mu_);
-      not_full_.wait(lock,
-                     [&] { return closed_ || items_.size() < capacity_; });
+      AwaitRoom(lock);
       if (closed_) return pushed;
       size_t room = capacity_ - items_.size();
       size_t n = std::min(room, items.size() - pushed);
@@ -64,12 +62,7 @@ class BoundedQueue {
         items_.push_back(std::move(items[pushed + i]));
       }
       pushed += n;
-      lock.unlock();
-      if (n == 1) {
-        not_empty_.notify_one();
-      } else {
-        not_empty_.notify_all();
-      }
+      WakeAfterPush(lock);
     }
     return pushed;
   }
@@ -77,12 +70,13 @@ class BoundedQueue {
   // Blocks while empty and open. nullopt only once closed and drained.
   std::optional<T> Pop() {
     std::unique_lock<std::mutex> lock(mu_);
+    ++consumers_waiting_;
     not_empty_.wait(lock, [&] { return closed_ || !items_.empty(); });
+    --consumers_waiting_;
     if (items_.empty()) return std::nullopt;
     T item = std::move(items_.front());
     items_.pop_front();
-    lock.unlock();
-    not_full_.notify_one();
+    WakeAfterPop(lock);
     return item;
   }
 
@@ -92,19 +86,10 @@ class BoundedQueue {
   // once closed and drained. REQUIRES: max_items > 0.
   size_t PopUpTo(size_t max_items, std::vector<T>& out) {
     std::unique_lock<std::mutex> lock(mu_);
+    ++consumers_waiting_;
     not_empty_.wait(lock, [&] { return closed_ || !items_.empty(); });
-    size_t n = std::min(max_items, items_.size());
-    for (size_t i = 0; i < n; ++i) {
-      out.push_back(std::move(items_.front()));
-      items_.pop_front();
-    }
-    lock.unlock();
-    if (n == 1) {
-      not_full_.notify_one();
-    } else if (n > 1) {
-      not_full_.notify_all();
-    }
-    return n;
+    --consumers_waiting_;
+    return TakeUpTo(max_items, out, lock);
   }
 
   // Like PopUpTo(), but gives up at `deadline`: nullopt then (the queue was
@@ -114,18 +99,12 @@ class BoundedQueue {
       size_t max_items, std::vector<T>& out,
       std::chrono::time_point<Clock, Duration> deadline) {
     std::unique_lock<std::mutex> lock(mu_);
-    if (!not_empty_.wait_until(lock, deadline,
-                               [&] { return closed_ || !items_.empty(); })) {
-      return std::nullopt;
-    }
-    size_t n = std::min(max_items, items_.size());
-    for (size_t i = 0; i < n; ++i) {
-      out.push_back(std::move(items_.front()));
-      items_.pop_front();
-    }
-    lock.unlock();
-    if (n > 0) not_full_.notify_all();
-    return n;
+    ++consumers_waiting_;
+    const bool ready = not_empty_.wait_until(
+        lock, deadline, [&] { return closed_ || !items_.empty(); });
+    --consumers_waiting_;
+    if (!ready) return std::nullopt;
+    return TakeUpTo(max_items, out, lock);
   }
 
   // Wakes all waiters; later pushes fail, pops drain then report closed.
@@ -149,11 +128,54 @@ class BoundedQueue {
   }
 
  private:
+  // Wakes are targeted: a thread is notified only if one is waiting, and one
+  // at a time (notify_one), each woken thread passing the baton on if what
+  // it waited for is still there for the next. A broadcast would wake every
+  // worker of a pool for a run of items one of them takes whole.
+  void AwaitRoom(std::unique_lock<std::mutex>& lock) {
+    ++producers_waiting_;
+    not_full_.wait(lock, [&] { return closed_ || items_.size() < capacity_; });
+    --producers_waiting_;
+  }
+  // REQUIRES: lock held; releases it.
+  void WakeAfterPush(std::unique_lock<std::mutex>& lock) {
+    const bool consumer = consumers_waiting_ > 0;
+    const bool producer = producers_waiting_ > 0 && items_.size() < capacity_;
+    lock.unlock();
+    if (consumer) not_empty_.notify_one();
+    if (producer) not_full_.notify_one();
+  }
+  // REQUIRES: lock held; releases it.
+  void WakeAfterPop(std::unique_lock<std::mutex>& lock) {
+    const bool producer = producers_waiting_ > 0;
+    const bool consumer = consumers_waiting_ > 0 && !items_.empty();
+    lock.unlock();
+    if (producer) not_full_.notify_one();
+    if (consumer) not_empty_.notify_one();
+  }
+  // REQUIRES: lock held; releases it.
+  size_t TakeUpTo(size_t max_items, std::vector<T>& out,
+                  std::unique_lock<std::mutex>& lock) {
+    size_t n = std::min(max_items, items_.size());
+    for (size_t i = 0; i < n; ++i) {
+      out.push_back(std::move(items_.front()));
+      items_.pop_front();
+    }
+    if (n > 0) {
+      WakeAfterPop(lock);
+    } else {
+      lock.unlock();
+    }
+    return n;
+  }
+
   mutable std::mutex mu_;
   std::condition_variable not_empty_;
   std::condition_variable not_full_;
-  std::deque<T> items_;  // Guarded by mu_.
-  bool closed_ = false;  // Guarded by mu_.
+  std::deque<T> items_;            // Guarded by mu_.
+  bool closed_ = false;            // Guarded by mu_.
+  int consumers_waiting_ = 0;      // Guarded by mu_.
+  int producers_waiting_ = 0;      // Guarded by mu_.
   const size_t capacity_;
 };
 
