@@ -105,7 +105,7 @@ fuzz: fuzz-build
 
 bench: build
 	@$(BUILD)/bin/sluice-microbench --benchmark_min_time=0.2
-	@$(BUILD)/bin/sluice-bench $(BENCH_ITEMS) $(BENCH_RUNS)
+	@$(BUILD)/bin/sluice-bench --items $(BENCH_ITEMS) --runs $(BENCH_RUNS)
 
 install: binaries
 	@cmake --build $(BUILD) -j $(JOBS) --target sluice_stage_main

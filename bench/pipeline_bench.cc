@@ -1,20 +1,33 @@
-// sluice-bench: end-to-end throughput of the zero-latency token-then-result
-// job, next to a raw ZeroMQ yardstick measured in the same run.
+// sluice-bench: end-to-end throughput and CPU of the zero-latency
+// token-then-result job, next to a raw ZeroMQ yardstick measured in the same
+// run, and a line of history per run.
 //
-//   yardstick: PUSH -> PULL, 100-byte messages, one tcp hop on loopback,
-//              sender and receiver in separate threads and contexts.
-//   pipeline:  sluice-producer -> sluice-stage (token, 1 thread, 0 ms) ->
-//              sluice-stage (result, 1 thread, 0 ms) -> sluice-sink, as
-//              separate processes on 127.0.0.1 (three tcp hops).
+//   yardstick: a raw relay chain of four processes, as the pipeline has:
+//              source -> relay -> relay -> sink, PUSH/PULL, 100-byte
+//              messages, one message per item, on 127.0.0.1 (this binary
+//              run with --role).
+//   pipeline:  sluice-producer -> sluice-stage (token, 0 ms) -> sluice-stage
+//              (result, 0 ms) -> sluice-sink, separate processes on
+//              127.0.0.1, acks on and off, with the default thread counts
+//              (token 10, result 5) and with one thread per op.
 //
-// Both move N items; the ratio pipeline/yardstick is the figure to quote
-// (absolute numbers vary with the machine and its load).
+// Both move N items. The figures to quote are the ratios pipeline/yardstick
+// (absolute numbers vary with the machine and its load) and the CPU per
+// item: user + system time of all four processes (getrusage of the reaped
+// children) divided by N. Each run appends a line to
+// bench/results/history.tsv (see --history).
 #include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <iostream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -36,60 +49,126 @@ double Seconds(Clock::duration d) {
   return std::chrono::duration<double>(d).count();
 }
 
-// Messages per second through one PUSH -> PULL tcp hop.
-double RawZmqYardstick(uint64_t n) {
-  zmq::context_t rx_context(1), tx_context(1);
-  zmq::socket_t pull(rx_context, zmq::socket_type::pull);
-  pull.bind("tcp://127.0.0.1:*");
-  std::string address = pull.get(zmq::sockopt::last_endpoint);
-  Clock::time_point start;
-  std::thread sender([&] {
-    zmq::socket_t push(tx_context, zmq::socket_type::push);
-    push.connect(address);
+// CPU seconds (user + system) of the children reaped so far.
+double ChildrenCpuSeconds() {
+  rusage usage{};
+  getrusage(RUSAGE_CHILDREN, &usage);
+  auto secs = [](const timeval& t) { return t.tv_sec + t.tv_usec / 1e6; };
+  return secs(usage.ru_utime) + secs(usage.ru_stime);
+}
+
+// One process of the raw relay chain (--role source|relay|sink). Each binds
+// its output (or, the sink, its input) on an ephemeral port and prints
+// READY; the next connects to it.
+int RunRole(const std::string& role, const std::string& upstream, uint64_t n) {
+  zmq::context_t context(1);
+  if (role == "source") {
+    zmq::socket_t push(context, zmq::socket_type::push);
+    push.bind("tcp://127.0.0.1:*");
+    std::printf("READY out=%s\n", push.get(zmq::sockopt::last_endpoint).c_str());
+    std::fflush(stdout);
     std::string payload(100, 'x');
     for (uint64_t i = 0; i < n; ++i) {
       zmq::message_t m(payload.data(), payload.size());
       (void)push.send(m, zmq::send_flags::none);
     }
-  });
+    return 0;  // The context's close flushes (infinite linger).
+  }
+  zmq::socket_t pull(context, zmq::socket_type::pull);
+  if (role == "relay") {
+    zmq::socket_t push(context, zmq::socket_type::push);
+    push.bind("tcp://127.0.0.1:*");
+    std::printf("READY out=%s\n", push.get(zmq::sockopt::last_endpoint).c_str());
+    std::fflush(stdout);
+    pull.connect(upstream);
+    zmq::message_t m;
+    for (uint64_t i = 0; i < n; ++i) {
+      (void)pull.recv(m);
+      (void)push.send(m, zmq::send_flags::none);
+    }
+    return 0;
+  }
+  pull.connect(upstream);
+  std::printf("READY in=%s\n", upstream.c_str());
+  std::fflush(stdout);
   zmq::message_t m;
   (void)pull.recv(m);
-  start = Clock::now();
+  auto start = Clock::now();
   for (uint64_t i = 1; i < n; ++i) (void)pull.recv(m);
-  double elapsed = Seconds(Clock::now() - start);
-  sender.join();
-  return (n - 1) / elapsed;
+  std::printf("RATE %.0f\n", (n - 1) / Seconds(Clock::now() - start));
+  return 0;
 }
 
-struct PipelineRun {
-  double items_per_s = 0;  // The sink's figure: first item to completion.
-  bool complete = false;
+struct Figures {
+  double items_per_s = 0;
+  double cpu_us_per_item = 0;
+  bool ok = false;
 };
 
-PipelineRun Pipeline(uint64_t n, bool acks) {
+// The raw relay chain: four processes of this binary. The sink's rate,
+// first message to last; CPU of all four.
+Figures RawRelayChain(uint64_t n) {
+  const std::string self = "/proc/self/exe";
+  const std::string count = std::to_string(n);
+  double cpu_before = ChildrenCpuSeconds();
+  auto role = [&](const std::string& name, const std::string& upstream) {
+    return std::make_unique<Process>(std::vector<std::string>{
+        self, "--role", name, "--upstream", upstream, "--items", count});
+  };
+  auto source = role("source", "");
+  std::string a = source->WaitReady()["out"];
+  auto relay1 = role("relay", a);
+  std::string b = relay1->WaitReady()["out"];
+  auto relay2 = role("relay", b);
+  std::string c = relay2->WaitReady()["out"];
+  auto sink = role("sink", c);
+  Figures f;
+  f.ok = sink->Wait(std::chrono::minutes(5)) == 0;
+  for (auto* p : {source.get(), relay1.get(), relay2.get()}) {
+    f.ok = p->Wait(std::chrono::minutes(1)) == 0 && f.ok;
+  }
+  std::string out = sink->out();
+  size_t at = out.find("RATE ");
+  if (!f.ok || at == std::string::npos) return Figures{};
+  f.items_per_s = std::strtod(out.c_str() + at + 5, nullptr);
+  f.cpu_us_per_item = (ChildrenCpuSeconds() - cpu_before) * 1e6 / n;
+  return f;
+}
+
+// The pipeline with acks on or off, with the default thread counts or one
+// thread per op. items/s is the sink's figure (first item to completion).
+Figures Pipeline(uint64_t n, bool acks, bool default_threads) {
   TempDir dir;
+  const double cpu_before = ChildrenCpuSeconds();
+  std::vector<std::string> threads;
+  if (!default_threads) threads = {"--threads", "1"};
   auto start = [](std::vector<std::string> args) {
     return std::make_unique<Process>(std::move(args));
   };
   auto sink = start({BinaryPath("sluice-sink"), "--in", "@tcp://127.0.0.1:*",
                      "--report", dir.File("report.json"), "--progress", "off",
+                     "--state", "off",
                      "--acks", acks ? "@tcp://127.0.0.1:*" : "off",
                      "--idle-timeout", "60"});
   auto sink_ready = sink->WaitReady();
   std::string sink_in = sink_ready["in"];
-  auto result = start({BinaryPath("sluice-stage"), "--op", "result", "--threads",
-                       "1", "--latency-ms", "0", "--in", "@tcp://127.0.0.1:*",
-                       "--out", ">" + sink_in});
+  std::vector<std::string> result_args = {BinaryPath("sluice-stage"), "--op", "result",
+                                          "--latency-ms", "0", "--in", "@tcp://127.0.0.1:*",
+                                          "--out", ">" + sink_in};
+  result_args.insert(result_args.end(), threads.begin(), threads.end());
+  auto result = start(result_args);
   std::string result_in = result->WaitReady()["in"];
   auto producer = start({BinaryPath("sluice-producer"), "--out",
                          "@tcp://127.0.0.1:*", "--count", std::to_string(n),
                          "--peers", "1", "--acks",
                          acks ? ">" + sink_ready["acks"] : "off"});
   std::string producer_out = producer->WaitReady()["out"];
-  auto token = start({BinaryPath("sluice-stage"), "--op", "token", "--threads",
-                      "1", "--latency-ms", "0", "--in", ">" + producer_out,
-                      "--out", ">" + result_in});
-  PipelineRun run;
+  std::vector<std::string> token_args = {BinaryPath("sluice-stage"), "--op", "token",
+                                         "--latency-ms", "0", "--in", ">" + producer_out,
+                                         "--out", ">" + result_in};
+  token_args.insert(token_args.end(), threads.begin(), threads.end());
+  auto token = start(token_args);
+  Figures run;
   auto code = sink->Wait(std::chrono::minutes(5));
   producer->Wait(std::chrono::minutes(1));
   token->Signal(SIGTERM);
@@ -103,9 +182,9 @@ PipelineRun Pipeline(uint64_t n, bool acks) {
                  code.value_or(-1), sink->err().c_str());
     return run;
   }
-  run.complete = report["complete"].get<bool>() &&
-                 report["unique"].get<uint64_t>() == n;
+  run.ok = report["complete"].get<bool>() && report["unique"].get<uint64_t>() == n;
   run.items_per_s = report["items_per_s"].get<double>();
+  run.cpu_us_per_item = (ChildrenCpuSeconds() - cpu_before) * 1e6 / n;
   return run;
 }
 
@@ -114,37 +193,108 @@ double Median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+std::string Flag(int argc, char** argv, const std::string& name,
+                 const std::string& fallback) {
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (argv[i] == name) return argv[i + 1];
+  }
+  return fallback;
+}
+
+std::string Commit() {
+  std::string cmd = std::string("git -C '") + SLUICE_SOURCE_DIR +
+                    "' describe --always --dirty 2>/dev/null";
+  std::FILE* pipe = popen(cmd.c_str(), "r");
+  if (pipe == nullptr) return "unknown";
+  char buffer[64] = {};
+  std::string commit = std::fgets(buffer, sizeof(buffer), pipe) ? buffer : "unknown";
+  pclose(pipe);
+  commit.erase(commit.find_last_not_of("\n") + 1);
+  return commit.empty() ? "unknown" : commit;
+}
+
 int Main(int argc, char** argv) {
-  uint64_t n = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 1'000'000;
-  int runs = argc > 2 ? std::atoi(argv[2]) : 3;
+  const std::string role = Flag(argc, argv, "--role", "");
+  if (!role.empty()) {
+    return RunRole(role, Flag(argc, argv, "--upstream", ""),
+                   std::strtoull(Flag(argc, argv, "--items", "0").c_str(), nullptr, 10));
+  }
+  uint64_t n = std::strtoull(Flag(argc, argv, "--items", "1000000").c_str(), nullptr, 10);
+  int runs = std::atoi(Flag(argc, argv, "--runs", "3").c_str());
+  const std::string history =
+      Flag(argc, argv, "--history", std::string(SLUICE_SOURCE_DIR) + "/bench/results/history.tsv");
   if (n < 2 || runs < 1) {
-    std::fprintf(stderr, "usage: sluice-bench [ITEMS [RUNS]]\n");
+    std::fprintf(stderr, "usage: sluice-bench [--items N] [--runs R] [--history FILE|off]\n");
     return 64;
   }
   std::printf("sluice-bench: %llu items, %d runs each, interleaved; medians\n",
               static_cast<unsigned long long>(n), runs);
-  std::vector<double> raw, acked, fire;
+  struct Series {
+    const char* name;
+    bool acks, default_threads;
+    std::vector<double> rate, cpu;
+  };
+  std::vector<Series> series = {
+      {"acks, default threads (token 10, result 5)", true, true, {}, {}},
+      {"acks, 1 thread per op", true, false, {}, {}},
+      {"--acks off, 1 thread per op", false, false, {}, {}},
+  };
+  std::vector<double> raw_rate, raw_cpu;
   for (int r = 0; r < runs; ++r) {
-    raw.push_back(RawZmqYardstick(n));
-    for (bool acks : {true, false}) {
-      PipelineRun run = Pipeline(n, acks);
-      if (!run.complete) {
-        std::fprintf(stderr, "run %d: the pipeline did not complete exactly\n", r);
+    Figures raw = RawRelayChain(n);
+    if (!raw.ok) {
+      std::fprintf(stderr, "run %d: the raw relay chain failed\n", r + 1);
+      return 70;
+    }
+    raw_rate.push_back(raw.items_per_s);
+    raw_cpu.push_back(raw.cpu_us_per_item);
+    std::printf("  run %d: raw chain %.0f msg/s (%.2f us CPU/msg)", r + 1,
+                raw.items_per_s, raw.cpu_us_per_item);
+    for (Series& s : series) {
+      Figures f = Pipeline(n, s.acks, s.default_threads);
+      if (!f.ok) {
+        std::fprintf(stderr, "\nrun %d: the pipeline (%s) did not complete exactly\n",
+                     r + 1, s.name);
         return 70;
       }
-      (acks ? acked : fire).push_back(run.items_per_s);
+      s.rate.push_back(f.items_per_s);
+      s.cpu.push_back(f.cpu_us_per_item);
+      std::printf("; %.0f (%.2f us)", f.items_per_s, f.cpu_us_per_item);
     }
-    std::printf("  run %d: raw zmq %.0f msg/s, pipeline %.0f items/s with acks, "
-                "%.0f with --acks off\n",
-                r + 1, raw.back(), acked.back(), fire.back());
+    std::printf("\n");
   }
-  double raw_m = Median(raw), acked_m = Median(acked), fire_m = Median(fire);
-  std::printf("raw ZeroMQ PUSH->PULL, 100 B, 1 tcp hop     : %12.0f msg/s\n", raw_m);
-  std::printf("token-then-result, 0 ms, 1 worker per stage (3 tcp hops, 4 processes):\n");
-  std::printf("  with acks (at-least-once, the default)    : %12.0f items/s  ratio %.2f\n",
-              acked_m, acked_m / raw_m);
-  std::printf("  --acks off (fire-and-forget)              : %12.0f items/s  ratio %.2f\n",
-              fire_m, fire_m / raw_m);
+  const double raw_m = Median(raw_rate);
+  std::printf("raw ZeroMQ relay chain, 4 processes, 100 B, 3 tcp hops : %10.0f msg/s  "
+              "%.2f us CPU/msg\n", raw_m, Median(raw_cpu));
+  std::printf("token-then-result, 0 ms, 4 processes (goal: ratio >= 2.0, CPU <= 0.6 us/item):\n");
+  for (const Series& s : series) {
+    std::printf("  %-44s: %10.0f items/s  ratio %.2f  %.2f us CPU/item\n", s.name,
+                Median(s.rate), Median(s.rate) / raw_m, Median(s.cpu));
+  }
+  if (history != "off") {
+    const bool fresh = !std::ifstream(history).good();
+    std::ofstream out(history, std::ios::app);
+    if (!out) {
+      std::fprintf(stderr, "cannot append to %s\n", history.c_str());
+      return 73;
+    }
+    if (fresh) {
+      out << "date\tcommit\titems\traw_chain_per_s\tacks_default_per_s\t"
+             "acks_1thread_per_s\tacks_off_1thread_per_s\tratio_acks_default\t"
+             "ratio_acks_1thread\tcpu_us_acks_default\tcpu_us_acks_1thread\n";
+    }
+    char date[32];
+    std::time_t now = std::time(nullptr);
+    std::strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+    out << date << '\t' << Commit() << '\t' << n << '\t' << static_cast<uint64_t>(raw_m);
+    for (const Series& s : series) out << '\t' << static_cast<uint64_t>(Median(s.rate));
+    char tail[128];
+    std::snprintf(tail, sizeof(tail), "\t%.3f\t%.3f\t%.3f\t%.3f\n",
+                  Median(series[0].rate) / raw_m, Median(series[1].rate) / raw_m,
+                  Median(series[0].cpu), Median(series[1].cpu));
+    out << tail;
+    std::printf("appended to %s\n", history.c_str());
+  }
   return 0;
 }
 
