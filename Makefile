@@ -40,6 +40,8 @@ BUILD_PACKAGES := cmake g++ make pkg-config zlib1g-dev \
   prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
 TEST_PACKAGES := clang libclang-rt-14-dev iproute2 jq python3 python3-zmq \
   python3-protobuf
+# `make bench` draws its scaling table with gnuplot.
+BENCH_PACKAGES := gnuplot-nox
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -104,6 +106,7 @@ fuzz: fuzz-build
 	  $(FUZZ_BUILD)/corpus tests/fuzz/seeds
 
 bench: build
+	$(call install_missing,$(BENCH_PACKAGES))
 	@$(BUILD)/bin/sluice-microbench --benchmark_min_time=0.2
 	@$(BUILD)/bin/sluice-bench --items $(BENCH_ITEMS) --runs $(BENCH_RUNS)
 

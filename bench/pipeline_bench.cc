@@ -188,6 +188,108 @@ Figures Pipeline(uint64_t n, bool acks, bool default_threads) {
   return run;
 }
 
+// One row of the scaling table: producer -> k token workers (one process
+// each, --threads 2 --latency-ms 10: ~400 items/s apiece, bound by waiting,
+// not CPU) -> sink, N = 1200 k items, acks on.
+struct ScalingRow {
+  int workers = 0;
+  double items_per_s = 0, elapsed_s = 0, efficiency = 0;
+  uint64_t duplicates = 0;
+  bool ok = false;
+};
+
+ScalingRow Scale(int workers) {
+  TempDir dir;
+  const uint64_t n = 1200 * static_cast<uint64_t>(workers);
+  ScalingRow row;
+  row.workers = workers;
+  auto sink = std::make_unique<Process>(std::vector<std::string>{
+      BinaryPath("sluice-sink"), "--in", "@tcp://127.0.0.1:*", "--acks",
+      "@tcp://127.0.0.1:*", "--report", dir.File("report.json"), "--progress",
+      "off", "--state", "off", "--idle-timeout", "120"});
+  auto sink_ready = sink->WaitReady();
+  auto producer = std::make_unique<Process>(std::vector<std::string>{
+      BinaryPath("sluice-producer"), "--out", "@tcp://127.0.0.1:*", "--count",
+      std::to_string(n), "--peers", std::to_string(workers), "--acks",
+      ">" + sink_ready["acks"]});
+  const std::string out = producer->WaitReady()["out"];
+  std::vector<std::unique_ptr<Process>> stage;
+  for (int i = 0; i < workers; ++i) {
+    stage.push_back(std::make_unique<Process>(std::vector<std::string>{
+        BinaryPath("sluice-stage"), "--op", "token", "--threads", "2",
+        "--latency-ms", "10", "--in", ">" + out, "--out", ">" + sink_ready["in"]}));
+  }
+  const bool done = sink->Wait(std::chrono::minutes(5)) == 0;
+  producer->Wait(std::chrono::minutes(1));
+  for (auto& p : stage) p->Signal(SIGTERM);
+  for (auto& p : stage) p->Wait(std::chrono::minutes(1));
+  auto report = nlohmann::json::parse(testing::ReadFile(dir.File("report.json")),
+                                      nullptr, false);
+  if (!done || report.is_discarded() || report["unique"].get<uint64_t>() != n) {
+    return row;
+  }
+  row.ok = true;
+  row.items_per_s = report["items_per_s"].get<double>();
+  row.elapsed_s = report["elapsed_s"].get<double>();
+  row.efficiency = row.items_per_s / (400.0 * workers);
+  row.duplicates = report["duplicates"].get<uint64_t>();
+  return row;
+}
+
+// Prints the table, writes it as TSV next to the history and, if gnuplot is
+// there, draws it as a PNG: items/s and elapsed time against workers.
+bool ScalingTable(const std::string& results_dir) {
+  std::printf("scaling: producer -> k token workers (--threads 2 --latency-ms 10, "
+              "ideal 400 items/s each) -> sink, N = 1200 k, acks on\n");
+  std::printf("  %8s %12s %10s %11s %11s\n", "workers", "items/s", "elapsed s",
+              "efficiency", "duplicates");
+  std::vector<ScalingRow> rows;
+  for (int k : {1, 2, 5, 10, 20}) {
+    ScalingRow row = Scale(k);
+    if (!row.ok) {
+      std::fprintf(stderr, "scaling run with %d workers did not complete exactly\n", k);
+      return false;
+    }
+    std::printf("  %8d %12.0f %10.2f %11.2f %11llu\n", row.workers, row.items_per_s,
+                row.elapsed_s, row.efficiency,
+                static_cast<unsigned long long>(row.duplicates));
+    rows.push_back(row);
+  }
+  if (results_dir.empty()) return true;
+  const std::string tsv = results_dir + "/scaling.tsv";
+  {
+    std::ofstream out(tsv);
+    out << "workers\titems_per_s\telapsed_s\tefficiency\tduplicates\n";
+    for (const ScalingRow& r : rows) {
+      out << r.workers << '\t' << r.items_per_s << '\t' << r.elapsed_s << '\t'
+          << r.efficiency << '\t' << r.duplicates << '\n';
+    }
+  }
+  const std::string png = results_dir + "/scaling.png";
+  const std::string plot = results_dir + "/scaling.gp";
+  {
+    std::ofstream gp(plot);
+    gp << "set terminal pngcairo size 800,480\n"
+       << "set output 'scaling.png'\n"
+       << "set title 'token stage scaled out: producer -> k workers -> sink'\n"
+       << "set xlabel 'workers (one process each, 2 threads, 10 ms per item)'\n"
+       << "set ylabel 'items/s'\nset y2label 'elapsed s'\nset y2tics\n"
+       << "set ytics nomirror\nset yrange [0:*]\nset y2range [0:*]\n"
+       << "set key left top\nset grid\n"
+       << "plot 'scaling.tsv' using 1:2 with linespoints title 'items/s', \\\n"
+       << "  '' using 1:(400*$1) with lines dashtype 2 title 'ideal (400 per worker)', \\\n"
+       << "  '' using 1:3 axes x1y2 with linespoints title 'elapsed s'\n";
+  }
+  if (std::system("command -v gnuplot >/dev/null 2>&1") == 0 &&
+      std::system(("cd '" + results_dir + "' && gnuplot scaling.gp").c_str()) == 0) {
+    std::printf("wrote %s, %s and %s\n", tsv.c_str(), plot.c_str(), png.c_str());
+  } else {
+    std::remove(png.c_str());
+    std::printf("wrote %s and %s (no gnuplot: no PNG)\n", tsv.c_str(), plot.c_str());
+  }
+  return true;
+}
+
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
@@ -224,7 +326,8 @@ int Main(int argc, char** argv) {
   const std::string history =
       Flag(argc, argv, "--history", std::string(SLUICE_SOURCE_DIR) + "/bench/results/history.tsv");
   if (n < 2 || runs < 1) {
-    std::fprintf(stderr, "usage: sluice-bench [--items N] [--runs R] [--history FILE|off]\n");
+    std::fprintf(stderr, "usage: sluice-bench [--items N] [--runs R] "
+                         "[--history FILE|off] [--scaling on|off]\n");
     return 64;
   }
   std::printf("sluice-bench: %llu items, %d runs each, interleaved; medians\n",
@@ -270,6 +373,11 @@ int Main(int argc, char** argv) {
   for (const Series& s : series) {
     std::printf("  %-44s: %10.0f items/s  ratio %.2f  %.2f us CPU/item\n", s.name,
                 Median(s.rate), Median(s.rate) / raw_m, Median(s.cpu));
+  }
+  const std::string results_dir =
+      history == "off" ? "" : history.substr(0, history.find_last_of('/'));
+  if (Flag(argc, argv, "--scaling", "on") != "off" && !ScalingTable(results_dir)) {
+    return 70;
   }
   if (history != "off") {
     const bool fresh = !std::ifstream(history).good();
