@@ -1,6 +1,9 @@
 #include "common/envelope_codec.h"
 
+#include <cstring>
 #include <utility>
+
+#include <google/protobuf/io/coded_stream.h>
 
 namespace sluice {
 namespace {
@@ -50,7 +53,8 @@ std::optional<RejectReason> ParseEnvelope(const void* data, size_t size,
   }
   if (!envelope.has_version()) return RejectReason::kMissingField;
   if (envelope.version() != kWireVersion &&
-      envelope.version() != kWireVersionOutcomes) {
+      envelope.version() != kWireVersionOutcomes &&
+      envelope.version() != kWireVersionBatchStream) {
     return RejectReason::kBadVersion;
   }
   return std::nullopt;
@@ -58,64 +62,312 @@ std::optional<RejectReason> ParseEnvelope(const void* data, size_t size,
 
 }  // namespace
 
-std::optional<RejectReason> DecodeFrame(const void* data, size_t size,
-                                        size_t max_frame_bytes,
-                                        std::vector<Item>& out) {
-  thread_local wire::Envelope envelope;
-  if (auto reject = ParseEnvelope(data, size, max_frame_bytes, envelope)) {
-    return reject;
-  }
-  switch (envelope.body_case()) {
-    case wire::Envelope::kBatch: {
-      auto* items = envelope.mutable_batch()->mutable_items();
-      if (items->empty()) return RejectReason::kEmptyBatch;
-      for (const wire::Item& item : *items) {
-        if (!ValidStreamId(item.stream())) return RejectReason::kBadStreamId;
-        if (!item.has_seq()) return RejectReason::kMissingField;
-        if (item.seq() >= kMaxStreamCount) return RejectReason::kBadCount;
+namespace {
+
+namespace pbio = google::protobuf::io;
+
+constexpr uint32_t kVarint = 0;
+constexpr uint32_t kLengthDelimited = 2;
+constexpr uint32_t Tag(uint32_t field, uint32_t wire_type) {
+  return (field << 3) | wire_type;
+}
+
+// Reads a length-delimited field's bytes as a view into the frame.
+bool ReadView(pbio::CodedInputStream& in, const char* base,
+              std::string_view& out) {
+  int length = 0;
+  if (!in.ReadVarintSizeAsInt(&length)) return false;
+  const int at = in.CurrentPosition();
+  if (!in.Skip(length)) return false;
+  out = std::string_view(base + at, static_cast<size_t>(length));
+  return true;
+}
+
+bool ReadVarint(pbio::CodedInputStream& in, uint64_t& out) {
+  return in.ReadVarint64(&out);
+}
+
+// Reads the next tag as protobuf's parser does: `tag` = 0 at the end of the
+// current message (its limit); false for a malformed tag (a varint of more
+// than 5 bytes, field number 0); a 5-byte tag keeps its low 32 bits.
+// CodedInputStream::ReadTag() differs: it takes longer tags and reads a
+// zero tag as the end.
+bool NextTag(pbio::CodedInputStream& in, uint32_t& tag) {
+  tag = 0;
+  if (in.BytesUntilLimit() == 0) return true;
+  const int at = in.CurrentPosition();
+  uint64_t value = 0;
+  if (!in.ReadVarint64(&value) || in.CurrentPosition() - at > 5) return false;
+  tag = static_cast<uint32_t>(value);
+  return (tag >> 3) != 0;
+}
+
+// Skips the field that `tag` starts (groups included, nested up to a depth
+// limit); false if it is malformed.
+bool SkipField(pbio::CodedInputStream& in, uint32_t tag, int depth = 0) {
+  constexpr int kMaxGroupDepth = 100;  // Protobuf's recursion limit.
+  switch (tag & 7) {
+    case 0: {  // Varint.
+      uint64_t value = 0;
+      return in.ReadVarint64(&value);
+    }
+    case 1:  // Fixed 64 bits.
+      return in.Skip(8);
+    case 2: {  // Length-delimited.
+      int length = 0;
+      return in.ReadVarintSizeAsInt(&length) && in.Skip(length);
+    }
+    case 3: {  // Start of a group: skip to its end.
+      if (depth >= kMaxGroupDepth) return false;
+      while (true) {
+        uint32_t inner = 0;
+        if (!NextTag(in, inner) || inner == 0) return false;
+        if ((inner & 7) == 4) return (inner >> 3) == (tag >> 3);
+        if (!SkipField(in, inner, depth + 1)) return false;
       }
-      out.reserve(out.size() + items->size());
-      for (wire::Item& wire_item : *items) {
-        Item& item = out.emplace_back();
-        item.stream = std::move(*wire_item.mutable_stream());
-        item.seq = wire_item.seq();
-        item.payload = std::move(*wire_item.mutable_payload());
-        item.produced_at_us = wire_item.produced_at_us();
-        if (wire_item.more_payloads_size() > 0) {
-          item.more_payloads.reserve(wire_item.more_payloads_size());
-          for (std::string& more : *wire_item.mutable_more_payloads()) {
-            item.more_payloads.push_back(std::move(more));
+    }
+    case 5:  // Fixed 32 bits.
+      return in.Skip(4);
+    default:  // An end of group outside one, or no wire type at all.
+      return false;
+  }
+}
+
+// Runs `field(tag)` for each field of the embedded message that starts at
+// the stream's position (length first). `field` returns false on a parse
+// error and handles the tags it knows; others are skipped.
+template <typename Fn>
+bool ReadMessage(pbio::CodedInputStream& in, Fn&& field) {
+  int length = 0;
+  if (!in.ReadVarintSizeAsInt(&length)) return false;
+  // CodedInputStream would clamp a length past the end to the end; a
+  // message cut short is a parse error, as protobuf's parser says.
+  if (length > in.BytesUntilLimit()) return false;
+  auto [limit, depth] = in.IncrementRecursionDepthAndPushLimit(length);
+  if (depth < 0) return false;
+  while (true) {
+    uint32_t tag = 0;
+    if (!NextTag(in, tag)) return false;
+    if (tag == 0) break;
+    bool handled = false;
+    if (!field(tag, handled)) return false;
+    if (!handled && !SkipField(in, tag)) return false;
+  }
+  in.DecrementRecursionDepthAndPopLimit(limit);
+  return true;
+}
+
+bool ReadFailure(pbio::CodedInputStream& in, const char* base,
+                 ItemFailure& failure) {
+  return ReadMessage(in, [&](uint32_t tag, bool& handled) {
+    std::string_view view;
+    uint64_t value = 0;
+    handled = true;
+    switch (tag) {
+      case Tag(1, kLengthDelimited):
+        if (!ReadView(in, base, view)) return false;
+        failure.op.assign(view);
+        return true;
+      case Tag(2, kLengthDelimited):
+        if (!ReadView(in, base, view)) return false;
+        failure.reason.assign(view);
+        return true;
+      case Tag(3, kLengthDelimited):
+        if (!ReadView(in, base, view)) return false;
+        failure.detail.assign(view);
+        return true;
+      case Tag(4, kLengthDelimited):
+        if (!ReadView(in, base, view)) return false;
+        failure.worker.assign(view);
+        return true;
+      case Tag(5, kVarint):
+        if (!ReadVarint(in, value)) return false;
+        failure.attempts = static_cast<uint32_t>(value);
+        return true;
+    }
+    handled = false;
+    return true;
+  });
+}
+
+bool ReadItem(pbio::CodedInputStream& in, const char* base, Item& item,
+              bool& has_seq) {
+  std::optional<ItemFailure> failure;
+  bool ok = ReadMessage(in, [&](uint32_t tag, bool& handled) {
+    std::string_view view;
+    uint64_t value = 0;
+    handled = true;
+    switch (tag) {
+      case Tag(1, kLengthDelimited):
+        if (!ReadView(in, base, view)) return false;
+        item.stream.assign(view);
+        return true;
+      case Tag(2, kVarint):
+        if (!ReadVarint(in, value)) return false;
+        item.seq = value;
+        has_seq = true;
+        return true;
+      case Tag(3, kLengthDelimited):
+        if (!ReadView(in, base, view)) return false;
+        item.payload.assign(view);
+        return true;
+      case Tag(4, kVarint):
+        if (!ReadVarint(in, value)) return false;
+        item.produced_at_us = static_cast<int64_t>(value);
+        return true;
+      case Tag(5, kLengthDelimited):
+        if (!ReadView(in, base, view)) return false;
+        item.more_payloads.emplace_back(view);
+        return true;
+      case Tag(6, kVarint):
+        if (!ReadVarint(in, value)) return false;
+        item.dropped = value != 0;
+        return true;
+      case Tag(7, kLengthDelimited):
+        if (!failure) failure.emplace();
+        return ReadFailure(in, base, *failure);
+    }
+    handled = false;
+    return true;
+  });
+  if (failure) item.failure = std::make_shared<ItemFailure>(std::move(*failure));
+  return ok;
+}
+
+}  // namespace
+
+std::optional<RejectReason> DecodeFrame(const void* data, size_t size,
+                                        size_t max_frame_bytes, ItemRun& out) {
+  if (size > max_frame_bytes) return RejectReason::kTooLarge;
+  const size_t start = out.size();
+  auto reject = [&](RejectReason reason) {
+    out.Truncate(start);
+    return reason;
+  };
+  if (size > static_cast<size_t>(INT32_MAX)) return reject(RejectReason::kParseError);
+  const char* base = static_cast<const char*>(data);
+  pbio::CodedInputStream in(reinterpret_cast<const uint8_t*>(data),
+                            static_cast<int>(size));
+  // Per item of the frame: whether it had a seq (explicit presence).
+  thread_local std::vector<uint8_t> has_seq;
+  has_seq.clear();
+  std::optional<uint32_t> version;
+  // The body is a oneof: a later body field replaces an earlier one of
+  // another kind; the same kind again merges, as protobuf does.
+  wire::Envelope::BodyCase body = wire::Envelope::BODY_NOT_SET;
+  std::string_view batch_stream, end_stream;
+  std::optional<uint64_t> end_count;
+  thread_local wire::Ack ack;
+  auto switch_body = [&](wire::Envelope::BodyCase to) {
+    if (body == to) return;
+    out.Truncate(start);
+    has_seq.clear();
+    batch_stream = end_stream = {};
+    end_count.reset();
+    ack.Clear();
+    body = to;
+  };
+  while (true) {
+    uint32_t tag = 0;
+    if (!NextTag(in, tag)) return reject(RejectReason::kParseError);
+    if (tag == 0) break;
+    bool ok = true;
+    switch (tag) {
+      case Tag(1, kVarint): {
+        uint64_t value = 0;
+        ok = ReadVarint(in, value);
+        version = static_cast<uint32_t>(value);
+        break;
+      }
+      case Tag(2, kLengthDelimited):
+        switch_body(wire::Envelope::kBatch);
+        ok = ReadMessage(in, [&](uint32_t t, bool& handled) {
+          handled = true;
+          if (t == Tag(1, kLengthDelimited)) {
+            bool seq = false;
+            bool read = ReadItem(in, base, out.Append(), seq);
+            has_seq.push_back(seq);
+            return read;
           }
-        }
-        item.dropped = wire_item.dropped();
-        if (wire_item.has_failure()) {
-          wire::ItemFailure* f = wire_item.mutable_failure();
-          auto failure = std::make_shared<ItemFailure>();
-          failure->op = std::move(*f->mutable_op());
-          failure->reason = std::move(*f->mutable_reason());
-          failure->detail = std::move(*f->mutable_detail());
-          failure->worker = std::move(*f->mutable_worker());
-          failure->attempts = f->attempts();
-          item.failure = std::move(failure);
-        }
+          if (t == Tag(2, kLengthDelimited)) return ReadView(in, base, batch_stream);
+          handled = false;
+          return true;
+        });
+        break;
+      case Tag(3, kLengthDelimited):
+        switch_body(wire::Envelope::kEndOfStream);
+        ok = ReadMessage(in, [&](uint32_t t, bool& handled) {
+          handled = true;
+          if (t == Tag(1, kLengthDelimited)) return ReadView(in, base, end_stream);
+          if (t == Tag(2, kVarint)) {
+            uint64_t count = 0;
+            if (!ReadVarint(in, count)) return false;
+            end_count = count;
+            return true;
+          }
+          handled = false;
+          return true;
+        });
+        break;
+      case Tag(5, kLengthDelimited): {
+        // An ack: the wrong kind here, but only if it parses at all.
+        switch_body(wire::Envelope::kAck);
+        // (Protobuf's own parser, not CodedInputStream's laxer one; a copy,
+        // but acks never come this way in earnest.)
+        std::string_view view;
+        ok = ReadView(in, base, view) && ack.MergeFromString(std::string(view));
+        break;
+      }
+      default:
+        ok = SkipField(in, tag);
+        break;
+    }
+    if (!ok) return reject(RejectReason::kParseError);
+  }
+  if (!version) return reject(RejectReason::kMissingField);
+  if (*version != kWireVersion && *version != kWireVersionOutcomes &&
+      *version != kWireVersionBatchStream) {
+    return reject(RejectReason::kBadVersion);
+  }
+  switch (body) {
+    case wire::Envelope::kBatch: {
+      if (out.size() == start) return reject(RejectReason::kEmptyBatch);
+      for (size_t i = start; i < out.size(); ++i) {
+        Item& item = out[i];
+        if (item.stream.empty()) item.stream.assign(batch_stream);
+        if (!ValidStreamId(item.stream)) return reject(RejectReason::kBadStreamId);
+        if (!has_seq[i - start]) return reject(RejectReason::kMissingField);
+        if (item.seq >= kMaxStreamCount) return reject(RejectReason::kBadCount);
       }
       return std::nullopt;
     }
     case wire::Envelope::kEndOfStream: {
-      wire::EndOfStream* end = envelope.mutable_end_of_stream();
-      if (!ValidStreamId(end->stream())) return RejectReason::kBadStreamId;
-      if (!end->has_count()) return RejectReason::kMissingField;
-      if (end->count() > kMaxStreamCount) return RejectReason::kBadCount;
-      out.push_back(
-          Item::EndOfStream(std::move(*end->mutable_stream()), end->count()));
+      if (end_stream.empty() || end_stream.size() > kMaxStreamIdBytes) {
+        return reject(RejectReason::kBadStreamId);
+      }
+      if (!end_count) return reject(RejectReason::kMissingField);
+      if (*end_count > kMaxStreamCount) return reject(RejectReason::kBadCount);
+      Item& end = out.Append();
+      end.stream.assign(end_stream);
+      end.end_of_stream = true;
+      end.count = *end_count;
       return std::nullopt;
     }
     case wire::Envelope::kAck:
-      return RejectReason::kWrongKind;
+      return reject(RejectReason::kWrongKind);
     case wire::Envelope::BODY_NOT_SET:
       break;
   }
-  return RejectReason::kMissingField;
+  return reject(RejectReason::kMissingField);
+}
+
+std::optional<RejectReason> DecodeFrame(const void* data, size_t size,
+                                        size_t max_frame_bytes,
+                                        std::vector<Item>& out) {
+  ItemRun run;
+  std::optional<RejectReason> reject = DecodeFrame(data, size, max_frame_bytes, run);
+  for (Item& item : run) out.push_back(std::move(item));
+  return reject;
 }
 
 std::optional<RejectReason> DecodeAck(const void* data, size_t size,
@@ -206,44 +458,108 @@ std::optional<std::string> ParseAckTopic(std::string_view topic) {
   return stream;
 }
 
-zmq::message_t FrameEncoder::EncodeBatch(std::span<Item> items) {
-  // Envelope::Clear() would delete the batch (a oneof member) and with it
-  // every wire::Item; clearing only the repeated field keeps them for reuse,
-  // so steady-state encoding allocates no Items.
-  if (envelope_.body_case() != wire::Envelope::kBatch) envelope_.Clear();
-  envelope_.clear_ack_stream();
-  uint32_t version = kWireVersion;
-  auto* wire_items = envelope_.mutable_batch()->mutable_items();
-  wire_items->Clear();
-  wire_items->Reserve(static_cast<int>(items.size()));
-  for (Item& item : items) {
-    wire::Item* wire_item = wire_items->Add();
-    wire_item->set_stream(std::move(item.stream));
-    wire_item->set_seq(item.seq);
-    wire_item->set_payload(std::move(item.payload));
-    wire_item->set_produced_at_us(item.produced_at_us);
-    // Reused wire::Items keep their old contents: reset what may be set.
-    wire_item->clear_more_payloads();
-    wire_item->clear_dropped();
-    wire_item->clear_failure();
-    if (!item.more_payloads.empty() || item.dropped || item.failure) {
-      version = kWireVersionOutcomes;
-      for (std::string& more : item.more_payloads) {
-        wire_item->add_more_payloads(std::move(more));
-      }
-      wire_item->set_dropped(item.dropped);
-      if (item.failure) {
-        wire::ItemFailure* f = wire_item->mutable_failure();
-        f->set_op(item.failure->op);
-        f->set_reason(item.failure->reason);
-        f->set_detail(item.failure->detail);
-        f->set_worker(item.failure->worker);
-        f->set_attempts(item.failure->attempts);
-      }
-    }
+namespace {
+
+using pbio::CodedOutputStream;
+
+size_t BytesFieldSize(size_t length) {
+  return 1 + CodedOutputStream::VarintSize32(static_cast<uint32_t>(length)) + length;
+}
+size_t VarintFieldSize(uint64_t value) {
+  return 1 + CodedOutputStream::VarintSize64(value);
+}
+
+uint8_t* WriteBytesField(uint32_t tag, std::string_view bytes, uint8_t* p) {
+  *p++ = static_cast<uint8_t>(tag);
+  p = CodedOutputStream::WriteVarint32ToArray(static_cast<uint32_t>(bytes.size()), p);
+  std::memcpy(p, bytes.data(), bytes.size());
+  return p + bytes.size();
+}
+uint8_t* WriteVarintField(uint32_t tag, uint64_t value, uint8_t* p) {
+  *p++ = static_cast<uint8_t>(tag);
+  return CodedOutputStream::WriteVarint64ToArray(value, p);
+}
+
+size_t FailureSize(const ItemFailure& f) {
+  size_t n = 0;
+  if (!f.op.empty()) n += BytesFieldSize(f.op.size());
+  if (!f.reason.empty()) n += BytesFieldSize(f.reason.size());
+  if (!f.detail.empty()) n += BytesFieldSize(f.detail.size());
+  if (!f.worker.empty()) n += BytesFieldSize(f.worker.size());
+  if (f.attempts != 0) n += VarintFieldSize(f.attempts);
+  return n;
+}
+
+// An item's fields (no length prefix); its stream only if it differs from
+// the batch's. Fields at their proto3 default are left out, as protobuf
+// does.
+size_t ItemSize(const Item& item, bool own_stream) {
+  size_t n = VarintFieldSize(item.seq);
+  if (own_stream) n += BytesFieldSize(item.stream.size());
+  if (!item.payload.empty()) n += BytesFieldSize(item.payload.size());
+  if (item.produced_at_us != 0) {
+    n += VarintFieldSize(static_cast<uint64_t>(item.produced_at_us));
   }
-  envelope_.set_version(version);
-  return Serialize();
+  for (const std::string& more : item.more_payloads) n += BytesFieldSize(more.size());
+  if (item.dropped) n += 2;
+  if (item.failure) n += BytesFieldSize(FailureSize(*item.failure));
+  return n;
+}
+
+uint8_t* WriteItem(const Item& item, bool own_stream, uint8_t* p) {
+  if (own_stream) p = WriteBytesField(Tag(1, kLengthDelimited), item.stream, p);
+  p = WriteVarintField(Tag(2, kVarint), item.seq, p);
+  if (!item.payload.empty()) p = WriteBytesField(Tag(3, kLengthDelimited), item.payload, p);
+  if (item.produced_at_us != 0) {
+    p = WriteVarintField(Tag(4, kVarint), static_cast<uint64_t>(item.produced_at_us), p);
+  }
+  for (const std::string& more : item.more_payloads) {
+    p = WriteBytesField(Tag(5, kLengthDelimited), more, p);
+  }
+  if (item.dropped) p = WriteVarintField(Tag(6, kVarint), 1, p);
+  if (item.failure) {
+    const ItemFailure& f = *item.failure;
+    *p++ = static_cast<uint8_t>(Tag(7, kLengthDelimited));
+    p = CodedOutputStream::WriteVarint32ToArray(static_cast<uint32_t>(FailureSize(f)), p);
+    if (!f.op.empty()) p = WriteBytesField(Tag(1, kLengthDelimited), f.op, p);
+    if (!f.reason.empty()) p = WriteBytesField(Tag(2, kLengthDelimited), f.reason, p);
+    if (!f.detail.empty()) p = WriteBytesField(Tag(3, kLengthDelimited), f.detail, p);
+    if (!f.worker.empty()) p = WriteBytesField(Tag(4, kLengthDelimited), f.worker, p);
+    if (f.attempts != 0) p = WriteVarintField(Tag(5, kVarint), f.attempts, p);
+  }
+  return p;
+}
+
+}  // namespace
+
+zmq::message_t FrameEncoder::EncodeBatch(std::span<const Item* const> items) {
+  const std::string& stream = items.front()->stream;
+  sizes_.clear();
+  size_t batch = BytesFieldSize(stream.size());
+  for (const Item* item : items) {
+    const size_t n = ItemSize(*item, item->stream != stream);
+    sizes_.push_back(static_cast<uint32_t>(n));
+    batch += BytesFieldSize(n);
+  }
+  const size_t total = VarintFieldSize(kWireVersionBatchStream) + BytesFieldSize(batch);
+  zmq::message_t frame(total);
+  uint8_t* p = static_cast<uint8_t*>(frame.data());
+  p = WriteVarintField(Tag(1, kVarint), kWireVersionBatchStream, p);
+  *p++ = static_cast<uint8_t>(Tag(2, kLengthDelimited));
+  p = CodedOutputStream::WriteVarint32ToArray(static_cast<uint32_t>(batch), p);
+  p = WriteBytesField(Tag(2, kLengthDelimited), stream, p);
+  for (size_t i = 0; i < items.size(); ++i) {
+    *p++ = static_cast<uint8_t>(Tag(1, kLengthDelimited));
+    p = CodedOutputStream::WriteVarint32ToArray(sizes_[i], p);
+    p = WriteItem(*items[i], items[i]->stream != stream, p);
+  }
+  return frame;
+}
+
+zmq::message_t FrameEncoder::EncodeBatch(std::span<const Item> items) {
+  gather_.clear();
+  for (const Item& item : items) gather_.push_back(&item);
+  return EncodeBatch(std::span<const Item* const>(gather_));
 }
 
 zmq::message_t FrameEncoder::EncodeEndOfStream(const Item& end) {

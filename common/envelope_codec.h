@@ -6,6 +6,14 @@
 // each body requires, and names the first check that fails. It never throws,
 // asserts or allocates more than the frame itself implies.
 //
+// Batch and end-of-stream frames, the hot path, are read and written
+// directly in the protobuf wire format (with protobuf's own CodedInputStream
+// and varint writers): a frame decodes straight into the recycled items of a
+// ItemRun, and encodes straight from items into the frame, with no message
+// objects in between. The result is byte-for-byte what the generated classes
+// in proto/sluice.pb.h read and write (tests and the fuzzer hold the two to
+// it); acks, off the hot path, use the generated classes.
+//
 // Thread safety: free functions; FrameEncoder instances are not shared.
 #ifndef SLUICE_COMMON_ENVELOPE_CODEC_H_
 #define SLUICE_COMMON_ENVELOPE_CODEC_H_
@@ -21,14 +29,17 @@
 #include <zmq.hpp>
 
 #include "common/item.h"
+#include "common/run.h"
 #include "proto/sluice.pb.h"
 
 namespace sluice {
 
-// Frames are version 1 unless they carry an item with fan-out, a drop or a
-// failure (kWireVersionOutcomes); receivers accept both. Acks stay at 1.
+// Batch frames are version 3 (Batch.stream: a frame of one stream names it
+// once); end-of-stream and ack frames stay at 1. Receivers accept 1, 2 (an
+// item's outcomes) and 3.
 inline constexpr uint32_t kWireVersion = 1;
 inline constexpr uint32_t kWireVersionOutcomes = 2;
+inline constexpr uint32_t kWireVersionBatchStream = 3;
 inline constexpr size_t kMaxStreamIdBytes = 64;
 // Largest stream: 2^40 items. Bounds what a forged count can make a sink do.
 inline constexpr uint64_t kMaxStreamCount = uint64_t{1} << 40;
@@ -55,6 +66,10 @@ std::string_view RejectReasonName(RejectReason reason);
 // Decodes one frame. On success appends its items (data items, or one
 // end-of-stream Item) to `out` and returns nullopt; on failure leaves `out`
 // unchanged and returns the reason. A frame is accepted or rejected whole.
+// Every item gets its own stream id: the item's, else the batch's.
+std::optional<RejectReason> DecodeFrame(const void* data, size_t size,
+                                        size_t max_frame_bytes, ItemRun& out);
+// The same, appending to a vector (tests, tools).
 std::optional<RejectReason> DecodeFrame(const void* data, size_t size,
                                         size_t max_frame_bytes,
                                         std::vector<Item>& out);
@@ -91,13 +106,15 @@ std::optional<std::pair<std::string, uint64_t>> ParseHelloTopic(std::string_view
 // Parses an AckTopic; nullopt if `topic` is not one.
 std::optional<std::string> ParseAckTopic(std::string_view topic);
 
-// Packs items into frames. Reuses one Envelope between calls so that, in
-// steady state, encoding allocates only the frame itself.
+// Packs items into frames. In steady state encoding allocates only the
+// frame itself.
 class FrameEncoder {
  public:
-  // One frame holding a batch of `items` (all data items, at least one).
-  // Payloads are moved out of `items`.
-  zmq::message_t EncodeBatch(std::span<Item> items);
+  // One version-3 frame holding a batch of `items` (data items, at least
+  // one). The batch names the first item's stream; items of another stream
+  // carry their own.
+  zmq::message_t EncodeBatch(std::span<const Item* const> items);
+  zmq::message_t EncodeBatch(std::span<const Item> items);
   // One frame holding an end-of-stream.
   zmq::message_t EncodeEndOfStream(const Item& end);
   // One ack frame; starts with AckTopic(ack.stream).
@@ -106,6 +123,8 @@ class FrameEncoder {
  private:
   zmq::message_t Serialize();
   wire::Envelope envelope_;
+  std::vector<uint32_t> sizes_;       // EncodeBatch: encoded size per item.
+  std::vector<const Item*> gather_;   // EncodeBatch(span<const Item>).
 };
 
 // Bytes an item adds to a batch frame, roughly: used for batch byte caps.

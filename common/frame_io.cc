@@ -25,13 +25,34 @@ void SendCounters::AppendTo(nlohmann::json& out) const {
   out["tx_bytes"] = tx_bytes.value();
 }
 
+bool AcceptFrame(const zmq::message_t& frame, size_t max_frame_bytes, ItemRun& run,
+                 ReceiveCounters& counters, RateLimitedLog& log) {
+  const size_t before = run.size();
+  std::optional<RejectReason> reject =
+      DecodeFrame(frame.data(), frame.size(), max_frame_bytes, run);
+  if (reject) {
+    counters.rejected.Count(*reject);
+    log.Warn("dropped a " + std::to_string(frame.size()) +
+             "-byte frame: " + std::string(RejectReasonName(*reject)));
+    return false;
+  }
+  counters.rx_frames.Add();
+  counters.rx_bytes.Add(frame.size());
+  if (run.size() == before + 1 && run[before].end_of_stream) {
+    counters.rx_end_of_stream.Add();
+  } else {
+    counters.rx_items.Add(run.size() - before);
+  }
+  return true;
+}
+
 StatusOr<ReceiveEnd> ReceiveLoop(zmq::socket_t& socket, const StopSignal& stop,
                                  const ReceiveOptions& options,
-                                 BoundedQueue<Item>& queue,
+                                 BoundedQueue<ItemRun>& queue, RunPool& pool,
                                  ReceiveCounters& counters) {
   RateLimitedLog reject_log("rx.reject", std::chrono::seconds(1));
   zmq::message_t frame;
-  std::vector<Item> items;
+  ItemRun run = pool.Get();
   auto last_accepted = std::chrono::steady_clock::now();
   while (!stop.requested()) {
     std::optional<std::chrono::milliseconds> wait;
@@ -46,25 +67,12 @@ StatusOr<ReceiveEnd> ReceiveLoop(zmq::socket_t& socket, const StopSignal& stop,
     if (!got.ok()) return got.status();
     if (*got == WaitOutcome::kStopped) return ReceiveEnd::kStopped;
     if (*got == WaitOutcome::kTimedOut) continue;  // Re-checks the idle time.
-
-    items.clear();
-    std::optional<RejectReason> reject = DecodeFrame(
-        frame.data(), frame.size(), options.max_frame_bytes, items);
-    if (reject) {
-      counters.rejected.Count(*reject);
-      reject_log.Warn("dropped a " + std::to_string(frame.size()) +
-                      "-byte frame: " + std::string(RejectReasonName(*reject)));
+    if (!AcceptFrame(frame, options.max_frame_bytes, run, counters, reject_log)) {
       continue;
     }
     last_accepted = std::chrono::steady_clock::now();
-    counters.rx_frames.Add();
-    counters.rx_bytes.Add(frame.size());
-    if (items.size() == 1 && items[0].end_of_stream) {
-      counters.rx_end_of_stream.Add();
-    } else {
-      counters.rx_items.Add(items.size());
-    }
-    if (queue.PushAll(items) < items.size()) return ReceiveEnd::kQueueClosed;
+    if (!queue.Push(std::move(run))) return ReceiveEnd::kQueueClosed;
+    run = pool.Get();
   }
   return ReceiveEnd::kStopped;
 }
@@ -108,48 +116,37 @@ Status BatchSender::SendFrame(zmq::message_t frame, uint64_t n_items,
   return Status::Ok();
 }
 
-Status BatchSender::Send(std::span<Item> items) {
-  size_t begin = 0;
-  size_t bytes = 0;
-  size_t run = 0;
-  for (size_t i = 0; i < items.size(); ++i) {
-    if (items[i].end_of_stream) {
-      if (run > 0) {
-        Status s = SendFrame(encoder_.EncodeBatch(items.subspan(begin, run)),
-                             run, false);
-        if (!s.ok()) return s;
-      }
-      Status s = SendFrame(encoder_.EncodeEndOfStream(items[i]), 0, true);
-      if (!s.ok()) return s;
-      begin = i + 1;
-      bytes = 0;
-      run = 0;
-      continue;
-    }
-    bytes += ApproxEncodedBytes(items[i]);
-    ++run;
-    if (bytes >= options_.batch_bytes || run == options_.batch_items ||
-        i + 1 == items.size()) {
-      Status s = SendFrame(encoder_.EncodeBatch(items.subspan(begin, run)),
-                           run, false);
-      if (!s.ok()) return s;
-      begin = i + 1;
-      bytes = 0;
-      run = 0;
-    }
+Status BatchSender::Send(std::span<const Item* const> items) {
+  return PackFrames(items, options_, encoder_,
+                    [&](zmq::message_t frame, size_t n_items, bool end) {
+                      return SendFrame(std::move(frame), n_items, end);
+                    });
+}
+
+Status BatchSender::Send(std::span<const Item> items) {
+  gather_.clear();
+  for (const Item& item : items) gather_.push_back(&item);
+  return Send(std::span<const Item* const>(gather_));
+}
+
+Status BatchSender::Send(std::span<const ItemRun> runs) {
+  gather_.clear();
+  for (const ItemRun& run : runs) {
+    for (const Item& item : run) gather_.push_back(&item);
   }
-  return Status::Ok();
+  return Send(std::span<const Item* const>(gather_));
 }
 
 Status SendLoop(zmq::socket_t& socket, const StopSignal& stop,
-                const SendOptions& options, BoundedQueue<Item>& queue,
-                SendCounters& counters) {
+                const SendOptions& options, BoundedQueue<ItemRun>& queue,
+                RunPool& pool, SendCounters& counters) {
   BatchSender sender(socket, stop, options, counters);
-  std::vector<Item> items;
+  std::vector<ItemRun> runs;
   while (true) {
-    items.clear();
-    if (queue.PopUpTo(options.batch_items, items) == 0) break;
-    Status s = sender.Send(items);
+    runs.clear();
+    if (queue.PopUpTo(options.batch_items, runs) == 0) break;
+    Status s = sender.Send(std::span<const ItemRun>(runs));
+    for (ItemRun& run : runs) pool.Put(std::move(run));
     if (!s.ok()) return s;
   }
   if (sender.unsent() > 0) {

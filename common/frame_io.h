@@ -1,9 +1,10 @@
 // common/frame_io.h
 //
-// The two loops at the edges of every process: ReceiveLoop (PULL socket ->
-// decode -> bounded queue of Items) and SendLoop (bounded queue of Items ->
-// batches -> PUSH socket). Each runs on its own thread and owns its socket
-// for the duration.
+// The two loops at the edges of a process: ReceiveLoop (PULL socket ->
+// decode -> bounded queue of Runs, one run per frame) and SendLoop (bounded
+// queue of Runs -> batch frames -> PUSH socket). Each runs on its own thread
+// and owns its socket for the duration. Runs go back to a RunPool once sent,
+// so that their storage is reused.
 //
 // Backpressure: ReceiveLoop blocks pushing into a full queue and stops
 // reading its socket, so the sender upstream meets its high-water mark.
@@ -25,6 +26,8 @@
 #include "common/counters.h"
 #include "common/envelope_codec.h"
 #include "common/item.h"
+#include "common/log.h"
+#include "common/run.h"
 #include "common/status.h"
 #include "common/stop_signal.h"
 
@@ -52,10 +55,17 @@ enum class ReceiveEnd {
 };
 
 // Receives until one of ReceiveEnd happens; never closes `queue` itself.
+// Each accepted frame becomes one run (taken from `pool`).
 StatusOr<ReceiveEnd> ReceiveLoop(zmq::socket_t& socket, const StopSignal& stop,
                                  const ReceiveOptions& options,
-                                 BoundedQueue<Item>& queue,
+                                 BoundedQueue<ItemRun>& queue, RunPool& pool,
                                  ReceiveCounters& counters);
+
+// Decodes `frame` into `run` (appending) and counts it; a rejected frame is
+// counted by reason, logged through `log` and leaves `run` unchanged.
+// Returns whether the frame was accepted.
+bool AcceptFrame(const zmq::message_t& frame, size_t max_frame_bytes, ItemRun& run,
+                 ReceiveCounters& counters, RateLimitedLog& log);
 
 struct SendCounters {
   Counter tx_frames;
@@ -73,6 +83,42 @@ struct SendOptions {
   std::chrono::milliseconds drain_timeout{30000};
 };
 
+// Cuts `items` into frames: a run of data items becomes frames of at most
+// options.batch_items items / about options.batch_bytes bytes; each
+// end-of-stream gets a frame of its own, in order. Calls
+// emit(frame, data_items, is_end_of_stream) -> Status for each frame and
+// stops at the first error.
+template <typename Emit>
+Status PackFrames(std::span<const Item* const> items, const SendOptions& options,
+                  FrameEncoder& encoder, Emit&& emit) {
+  size_t begin = 0;
+  size_t bytes = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (items[i]->end_of_stream) {
+      if (i > begin) {
+        Status s = emit(encoder.EncodeBatch(items.subspan(begin, i - begin)),
+                        i - begin, false);
+        if (!s.ok()) return s;
+      }
+      Status s = emit(encoder.EncodeEndOfStream(*items[i]), 0, true);
+      if (!s.ok()) return s;
+      begin = i + 1;
+      bytes = 0;
+      continue;
+    }
+    bytes += ApproxEncodedBytes(*items[i]);
+    const size_t run = i + 1 - begin;
+    if (bytes >= options.batch_bytes || run == options.batch_items ||
+        i + 1 == items.size()) {
+      Status s = emit(encoder.EncodeBatch(items.subspan(begin, run)), run, false);
+      if (!s.ok()) return s;
+      begin = i + 1;
+      bytes = 0;
+    }
+  }
+  return Status::Ok();
+}
+
 // Packs items into frames and sends them on one socket: a run of data items
 // becomes frames of at most batch_items / batch_bytes; each end-of-stream
 // goes in a frame of its own, in order. Blocks while peers are at their
@@ -84,10 +130,11 @@ class BatchSender {
               const SendOptions& options, SendCounters& counters)
       : socket_(socket), stop_(stop), options_(options), counters_(counters) {}
 
-  // Sends `items` (payloads are moved out). Fails on a socket error, or
-  // with kIncomplete if a give-up time is set and passes while no peer
-  // takes a frame.
-  Status Send(std::span<Item> items);
+  // Sends `items`, in order. Fails on a socket error, or with kIncomplete
+  // if a give-up time is set and passes while no peer takes a frame.
+  Status Send(std::span<const Item* const> items);
+  Status Send(std::span<const Item> items);
+  Status Send(std::span<const ItemRun> runs);
   // A moment after which a blocked send gives up (nullopt: never).
   void set_give_up(std::optional<std::chrono::steady_clock::time_point> at) {
     give_up_ = at;
@@ -103,6 +150,7 @@ class BatchSender {
   const SendOptions& options_;
   SendCounters& counters_;
   FrameEncoder encoder_;
+  std::vector<const Item*> gather_;
   std::optional<std::chrono::steady_clock::time_point> deadline_;
   std::optional<std::chrono::steady_clock::time_point> give_up_;
   uint64_t unsent_ = 0;
@@ -111,11 +159,19 @@ class BatchSender {
 // Sends everything that comes through `queue` until the queue is closed and
 // drained: packs whatever is already queued (up to the caps) into one frame
 // and sends it at once; end-of-stream markers go in frames of their own, in
-// queue order. Returns OK when drained; kUnavailable if the drain deadline
-// passed after a stop with items still unsent (the message says how many).
+// queue order. Sent runs go back to `pool`. Returns OK when drained;
+// kUnavailable if the drain deadline passed after a stop with items still
+// unsent (the message says how many).
 Status SendLoop(zmq::socket_t& socket, const StopSignal& stop,
-                const SendOptions& options, BoundedQueue<Item>& queue,
-                SendCounters& counters);
+                const SendOptions& options, BoundedQueue<ItemRun>& queue,
+                RunPool& pool, SendCounters& counters);
+
+// Capacity in runs of a queue meant to hold about `items` items in runs of
+// up to `run_items`.
+inline size_t RunCapacity(size_t items, size_t run_items) {
+  const size_t runs = (items + run_items - 1) / (run_items == 0 ? 1 : run_items);
+  return runs < 2 ? 2 : runs;
+}
 
 }  // namespace sluice
 

@@ -81,7 +81,10 @@ bool InflightWindow::Release(uint64_t key, Clock::time_point now,
   Entry* found = Find(key);
   if (found == nullptr) return false;
   Entry& e = *found;
-  if (e.attempts == 1) {  // Karn: time first transmissions only.
+  // Karn: time first transmissions only. The end-of-stream passes by every
+  // op, so it overtakes items as a matter of course: its round trip says
+  // nothing of theirs, and its ack nothing of their loss.
+  if (e.attempts == 1 && key != kEndKey) {
     Clock::duration rtt = now - e.sent_at;
     if (!sample || rtt > *sample) sample = rtt;
     if (!rack_sent_at_ || e.sent_at > *rack_sent_at_) {
@@ -90,7 +93,11 @@ bool InflightWindow::Release(uint64_t key, Clock::time_point now,
     }
   }
   e.outstanding = false;
-  e.item = Item();  // Frees the payload now.
+  // Drops the contents; the slot's strings keep their capacity for the
+  // item that takes the slot next.
+  e.item.payload.clear();
+  e.item.more_payloads.clear();
+  e.item.failure.reset();
   if (key != kEndKey) {
     --data_entries_;
     while (base_ < next_ && !ring_[base_ % capacity_].outstanding) ++base_;

@@ -22,8 +22,6 @@
 namespace sluice {
 namespace {
 
-// Emits items in runs of this many per queue lock.
-constexpr size_t kEmitRun = 64;
 
 // Produces the items of one stream into a queue; runs on the read thread.
 class Emitter {
@@ -31,23 +29,27 @@ class Emitter {
   // `input_fd`: the open --input (or -1 for --count); `skip`: sorted,
   // disjoint [begin, end) ranges of seqs the sink already holds.
   Emitter(const ProducerOptions& options, const StopSignal& stop,
-          BoundedQueue<Item>& queue, ProducerCounters& counters, int input_fd,
-          std::vector<std::pair<uint64_t, uint64_t>> skip)
+          BoundedQueue<ItemRun>& queue, RunPool& pool, ProducerCounters& counters,
+          int input_fd, std::vector<std::pair<uint64_t, uint64_t>> skip)
       : options_(options),
         stop_(stop),
         queue_(queue),
+        pool_(pool),
         counters_(counters),
         input_fd_(input_fd),
         skip_(std::move(skip)) {}
 
   // Emits the stream; on success (or a stop) ends it with its end-of-stream.
   // Closes the queue in every case.
-  Status Run() {
+  Status EmitStream() {
     Status status = input_fd_ >= 0 ? ReadLines(input_fd_) : EmitCount();
     if (status.ok() || status.code() == StatusCode::kCancelled) {
-      if (!Flush() || !queue_.Push(Item::EndOfStream(options_.stream, next_))) {
-        status = Internal("queue closed before the end-of-stream");
+      bool ok = Flush();
+      if (ok) {
+        run_.Append(Item::EndOfStream(options_.stream, next_));
+        ok = queue_.Push(std::move(run_));
       }
+      if (!ok) status = Internal("queue closed before the end-of-stream");
     }
     queue_.Close();
     return status;
@@ -66,21 +68,23 @@ class Emitter {
       counters_.resumed.Add();
       return true;
     }
-    Item& item = run_.emplace_back();
+    Item& item = run_.Append();
     item.stream = options_.stream;
     item.seq = seq;
     item.payload = std::move(payload);
     item.produced_at_us = WallMicros();
     item.failure = std::move(failure);
-    return run_.size() < kEmitRun || Flush();
+    return run_.size() < options_.flags.send.batch_items || Flush();
   }
 
+  // Hands the run emitted so far to the send loop.
   bool Flush() {
-    size_t pushed = queue_.PushAll(run_);
-    counters_.emitted.Add(pushed);
-    bool ok = pushed == run_.size();
-    run_.clear();
-    return ok;
+    if (run_.empty()) return true;
+    const size_t n = run_.size();
+    if (!queue_.Push(std::move(run_))) return false;
+    counters_.emitted.Add(n);
+    run_ = pool_.Get();
+    return true;
   }
 
   Status EmitCount() {
@@ -180,12 +184,13 @@ class Emitter {
 
   const ProducerOptions& options_;
   const StopSignal& stop_;
-  BoundedQueue<Item>& queue_;
+  BoundedQueue<ItemRun>& queue_;
+  RunPool& pool_;
   ProducerCounters& counters_;
   const int input_fd_;
   const std::vector<std::pair<uint64_t, uint64_t>> skip_;
   size_t skip_at_ = 0;
-  std::vector<Item> run_;
+  ItemRun run_;
   uint64_t next_ = 0;
   RateLimitedLog too_large_log_{"input.too_large", std::chrono::seconds(1)};
 };
@@ -217,27 +222,32 @@ Status AckLoop(zmq::socket_t& socket, const StopSignal& done,
 // resends of what timed out, and once the input is done, waiting for the
 // last acks. After a stop request it waits at most options.stop_grace.
 Status ReliableSendLoop(zmq::socket_t& socket, const StopSignal& stop,
-                        const ProducerOptions& options, BoundedQueue<Item>& queue,
-                        InflightWindow& window, ProducerCounters& counters) {
+                        const ProducerOptions& options, BoundedQueue<ItemRun>& queue,
+                        RunPool& pool, InflightWindow& window,
+                        ProducerCounters& counters) {
   using Clock = InflightWindow::Clock;
   BatchSender sender(socket, stop, options.flags.send, counters.send);
   const size_t batch = options.flags.send.batch_items;
-  std::vector<Item> items;
+  std::vector<Item> items;  // Resends, or items from the backlog.
+  std::vector<ItemRun> runs;    // New items, a run at a time.
   // Items taken from the queue that lie beyond the window's span (the seqs
   // of a resumed stream skip): sent once the window has moved on.
   std::vector<Item> backlog;
   bool input_done = false;
   std::optional<Clock::time_point> stop_deadline;
-  auto send = [&](Clock::time_point now) {
-    size_t fit = window.Fitting(items);
-    if (fit < items.size()) {
-      backlog.insert(backlog.begin(), std::make_move_iterator(items.begin() + fit),
-                     std::make_move_iterator(items.end()));
-      items.resize(fit);
+  // Sends what of `batch` fits the window; the rest goes to the backlog's
+  // front. Returns how many were sent (in `sent`).
+  auto send = [&](std::span<Item> batch, Clock::time_point now, size_t& sent) {
+    const size_t fit = window.Fitting(batch);
+    if (fit < batch.size()) {
+      backlog.insert(backlog.begin(), std::make_move_iterator(batch.begin() + fit),
+                     std::make_move_iterator(batch.end()));
     }
-    for (const Item& item : items) window.Add(item, now);
+    sent = fit;
+    for (const Item& item : batch.first(fit)) window.Add(item, now);
     sender.set_give_up(window.last_progress() + options.give_up);
-    return items.empty() ? Status::Ok() : sender.Send(items);
+    return fit == 0 ? Status::Ok()
+                    : sender.Send(std::span<const Item>(batch.first(fit)));
   };
   while (true) {
     Clock::time_point now = Clock::now();
@@ -274,10 +284,10 @@ Status ReliableSendLoop(zmq::socket_t& socket, const StopSignal& stop,
       items.assign(std::make_move_iterator(backlog.begin()),
                    std::make_move_iterator(backlog.begin() + take));
       backlog.erase(backlog.begin(), backlog.begin() + take);
-      const size_t before = backlog.size();
-      Status s = send(now);
+      size_t sent = 0;
+      Status s = send(items, now, sent);
       if (!s.ok()) return s;
-      if (backlog.size() > before && items.empty()) window.WaitForAck(wake);
+      if (sent == 0) window.WaitForAck(wake);
       continue;
     }
     size_t room = window.room();
@@ -285,18 +295,22 @@ Status ReliableSendLoop(zmq::socket_t& socket, const StopSignal& stop,
       window.WaitForAck(wake);
       continue;
     }
+    // A run at a time: what does not fit the window waits in the backlog.
     std::optional<size_t> n;
+    runs.clear();
     if (wake) {
-      n = queue.PopUpToUntil(std::min(batch, room), items, *wake);
+      n = queue.PopUpToUntil(1, runs, *wake);
     } else {
-      n = queue.PopUpTo(std::min(batch, room), items);
+      n = queue.PopUpTo(1, runs);
     }
     if (!n) continue;  // A timer is due.
     if (*n == 0) {
       input_done = true;
       continue;
     }
-    Status s = send(Clock::now());
+    size_t sent = 0;
+    Status s = send(runs[0].items(), Clock::now(), sent);
+    pool.Put(std::move(runs[0]));
     if (!s.ok()) return s;
   }
   if (sender.unsent() > 0) {
@@ -528,11 +542,13 @@ Status RunProducer(const ProducerOptions& options, StopSignal& stop,
     }
   }
 
-  BoundedQueue<Item> queue(options.flags.queue_capacity);
+  BoundedQueue<ItemRun> queue(RunCapacity(options.flags.queue_capacity,
+                                      options.flags.send.batch_items));
+  RunPool pool;
   Status read_status;
   auto reader = StartThread("input", [&] {
-    Emitter emitter(options, stop, queue, counters, input_fd, std::move(held));
-    read_status = emitter.Run();
+    Emitter emitter(options, stop, queue, pool, counters, input_fd, std::move(held));
+    read_status = emitter.EmitStream();
   });
   if (!reader.ok()) {
     abandon(&acks_socket);
@@ -550,7 +566,7 @@ Status RunProducer(const ProducerOptions& options, StopSignal& stop,
     });
     if (ack_thread.ok()) {
       send_status = ReliableSendLoop(opened->socket, stop, options, queue,
-                                     window, counters);
+                                     pool, window, counters);
       acks_done.Request();
       ack_thread->join();
       if (send_status.ok()) send_status = ack_status;
@@ -559,7 +575,7 @@ Status RunProducer(const ProducerOptions& options, StopSignal& stop,
     }
   } else {
     send_status = SendLoop(opened->socket, stop, options.flags.send, queue,
-                           counters.send);
+                           pool, counters.send);
   }
   queue.Close();  // Unblocks the reader if the send loop failed.
   reader->join();

@@ -24,7 +24,8 @@
 namespace sluice {
 namespace {
 
-constexpr size_t kAccountRun = 256;
+// Runs (frames) accounted per pass.
+constexpr size_t kAccountRuns = 8;
 constexpr std::chrono::milliseconds kSubscriptionPoll{50};
 constexpr size_t kMissingListed = 20;
 
@@ -107,7 +108,7 @@ class Accounting {
   }
 
   // Accounts a run of items; returns the streams that completed with it.
-  StatusOr<std::vector<std::string>> Take(std::vector<Item>& items,
+  StatusOr<std::vector<std::string>> Take(std::span<ItemRun> runs,
                                           AckPublisher& acks) {
     std::vector<std::string> completed;
     auto now = std::chrono::steady_clock::now();
@@ -115,94 +116,96 @@ class Accounting {
     std::lock_guard<std::mutex> lock(mu_);
     StreamTracker* tracker = nullptr;  // Runs of one stream: look up once.
     Touched* touched = nullptr;
-    for (Item& item : items) {
-      if (tracker == nullptr || item.stream != tracker->id()) {
-        tracker = Find(item.stream);
-        if (tracker == nullptr) {
-          counters_.too_many_streams.Add();
-          too_many_log_.Warn("dropped an item of stream '" + Printable(item.stream) +
-                             "': already tracking --max-streams streams");
-          continue;
-        }
-        touched = &touched_[tracker];
-      }
-      bool was_complete = tracker->complete();
-      if (item.end_of_stream) {
-        const uint64_t conflicts = tracker->conflicting_ends();
-        tracker->AcceptEndOfStream(item.count, now_us);
-        if (tracker->conflicting_ends() > conflicts) {
-          conflict_log_.Warn("stream " + Printable(tracker->id()) +
-                             ": a second end-of-stream says " +
-                             std::to_string(item.count) + " items, the first " +
-                             std::to_string(*tracker->expected()) +
-                             "; two producers on one stream id?");
-        }
-        if (!was_complete && tracker->beyond_count() > 0) {
-          conflict_log_.Warn("stream " + Printable(tracker->id()) + ": " +
-                             std::to_string(tracker->beyond_count()) +
-                             " items taken before its end-of-stream are at or "
-                             "beyond its count " + std::to_string(item.count));
-        }
-        acks.EndOfStreamTaken(tracker->id(), now);
-      } else {
-        switch (tracker->AcceptItem(item.seq, item.produced_at_us, now_us)) {
-          case StreamTracker::Outcome::kNew: {
-            counters_.items_new.Add();
-            touched->taken.push_back(item.seq);
-            if (!item.failure && !item.dropped &&
-                options_.output_format == OutputFormat::kLines &&
-                HoldsNewline(item)) {
-              counters_.refused_newline.Add();
-              item.failure = std::make_shared<ItemFailure>(ItemFailure{
-                  .op = "sink",
-                  .reason = "newline_in_payload",
-                  .detail = "a payload holds a newline, which --output-format "
-                            "lines cannot write as one line (use jsonl or lp)",
-                  .worker = "sink",
-                  .attempts = 1});
-            }
-            if (item.failure) {
-              counters_.failed.Add();
-              tracker->RecordFailed(item.failure->reason);
-            } else if (item.dropped) {
-              counters_.dropped.Add();
-              tracker->RecordDropped();
-            }
-            const uint64_t seq = item.seq;
-            Status s = writer_->Write(std::move(item));
-            if (!s.ok()) return s;
-            acks.Taken(tracker->id(), seq, now);
-            break;
+    for (ItemRun& run : runs) {
+      for (Item& item : run) {
+        if (tracker == nullptr || item.stream != tracker->id()) {
+          tracker = Find(item.stream);
+          if (tracker == nullptr) {
+            counters_.too_many_streams.Add();
+            too_many_log_.Warn("dropped an item of stream '" + Printable(item.stream) +
+                               "': already tracking --max-streams streams");
+            continue;
           }
-          case StreamTracker::Outcome::kDuplicate:
-            counters_.duplicates.Add();
-            acks.Taken(item.stream, item.seq, now);  // Its ack was lost.
-            break;
-          case StreamTracker::Outcome::kOutOfRange:
-            counters_.out_of_range.Add();
-            out_of_range_log_.Warn("stream " + Printable(item.stream) + ": seq " +
-                                   std::to_string(item.seq) +
-                                   " is beyond its end-of-stream count");
-            break;
-          case StreamTracker::Outcome::kBeyondWindow:
-            counters_.beyond_window.Add();
-            beyond_window_log_.Warn(
-                "stream " + Printable(item.stream) + ": seq " +
-                std::to_string(item.seq) + " is more than --seen-window " +
-                std::to_string(options_.seen_window) + " above its lowest "
-                "missing seq " + std::to_string(tracker->seen().lowest_absent()) +
-                "; refused (a producer resends it later)");
-            break;
+          touched = &touched_[tracker];
         }
-      }
-      dirty_ = true;
-      const std::string& stream = tracker->id();
-      if (tracker->complete()) acks.Completed(stream, now);
-      if (!was_complete && tracker->complete()) {
-        ++complete_streams_;
-        Status s = writer_->FlushStream(stream);
-        if (!s.ok()) return s;
-        completed.push_back(stream);
+        bool was_complete = tracker->complete();
+        if (item.end_of_stream) {
+          const uint64_t conflicts = tracker->conflicting_ends();
+          tracker->AcceptEndOfStream(item.count, now_us);
+          if (tracker->conflicting_ends() > conflicts) {
+            conflict_log_.Warn("stream " + Printable(tracker->id()) +
+                               ": a second end-of-stream says " +
+                               std::to_string(item.count) + " items, the first " +
+                               std::to_string(*tracker->expected()) +
+                               "; two producers on one stream id?");
+          }
+          if (!was_complete && tracker->beyond_count() > 0) {
+            conflict_log_.Warn("stream " + Printable(tracker->id()) + ": " +
+                               std::to_string(tracker->beyond_count()) +
+                               " items taken before its end-of-stream are at or "
+                               "beyond its count " + std::to_string(item.count));
+          }
+          acks.EndOfStreamTaken(tracker->id(), now);
+        } else {
+          switch (tracker->AcceptItem(item.seq, item.produced_at_us, now_us)) {
+            case StreamTracker::Outcome::kNew: {
+              counters_.items_new.Add();
+              touched->taken.push_back(item.seq);
+              if (!item.failure && !item.dropped &&
+                  options_.output_format == OutputFormat::kLines &&
+                  HoldsNewline(item)) {
+                counters_.refused_newline.Add();
+                item.failure = std::make_shared<ItemFailure>(ItemFailure{
+                    .op = "sink",
+                    .reason = "newline_in_payload",
+                    .detail = "a payload holds a newline, which --output-format "
+                              "lines cannot write as one line (use jsonl or lp)",
+                    .worker = "sink",
+                    .attempts = 1});
+              }
+              if (item.failure) {
+                counters_.failed.Add();
+                tracker->RecordFailed(item.failure->reason);
+              } else if (item.dropped) {
+                counters_.dropped.Add();
+                tracker->RecordDropped();
+              }
+              const uint64_t seq = item.seq;
+              Status s = writer_->Write(std::move(item));
+              if (!s.ok()) return s;
+              acks.Taken(tracker->id(), seq, now);
+              break;
+            }
+            case StreamTracker::Outcome::kDuplicate:
+              counters_.duplicates.Add();
+              acks.Taken(item.stream, item.seq, now);  // Its ack was lost.
+              break;
+            case StreamTracker::Outcome::kOutOfRange:
+              counters_.out_of_range.Add();
+              out_of_range_log_.Warn("stream " + Printable(item.stream) + ": seq " +
+                                     std::to_string(item.seq) +
+                                     " is beyond its end-of-stream count");
+              break;
+            case StreamTracker::Outcome::kBeyondWindow:
+              counters_.beyond_window.Add();
+              beyond_window_log_.Warn(
+                  "stream " + Printable(item.stream) + ": seq " +
+                  std::to_string(item.seq) + " is more than --seen-window " +
+                  std::to_string(options_.seen_window) + " above its lowest "
+                  "missing seq " + std::to_string(tracker->seen().lowest_absent()) +
+                  "; refused (a producer resends it later)");
+              break;
+          }
+        }
+        dirty_ = true;
+        const std::string& stream = tracker->id();
+        if (tracker->complete()) acks.Completed(stream, now);
+        if (!was_complete && tracker->complete()) {
+          ++complete_streams_;
+          Status s = writer_->FlushStream(stream);
+          if (!s.ok()) return s;
+          completed.push_back(stream);
+        }
       }
     }
     counters_.written.Set(writer_->written());
@@ -862,7 +865,9 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
                ack_addresses.empty() ? ", acks off"
                                      : ", acks published on " + ack_addresses);
 
-  BoundedQueue<Item> queue(options.flags.queue_capacity);
+  BoundedQueue<ItemRun> queue(RunCapacity(options.flags.queue_capacity,
+                                      options.flags.send.batch_items));
+  RunPool pool;
   std::atomic<bool> done{false};  // --streams K reached.
   if (options.streams > 0 && accounting.complete_streams() >= options.streams) {
     spdlog::info("the state already holds {} complete stream(s): nothing to "
@@ -875,7 +880,7 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
   auto receiver = StartThread("receive", [&, socket = std::move(in->socket)]() mutable {
     ReceiveOptions receive = options.flags.receive;
     receive.idle_timeout = options.idle_timeout;
-    receive_end = ReceiveLoop(socket, stop, receive, queue, counters.receive);
+    receive_end = ReceiveLoop(socket, stop, receive, queue, pool, counters.receive);
     queue.Close();
     socket.close();
   });
@@ -888,7 +893,7 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
                       [&](const std::string& stream, AckMessage& ack) {
                         accounting.Describe(stream, ack);
                       });
-    std::vector<Item> items;
+    std::vector<ItemRun> runs;
     auto throttle_start = std::chrono::steady_clock::now();
     uint64_t taken = 0;
     auto fail = [&](Status s) {
@@ -897,13 +902,14 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
       queue.Close();
     };
     while (true) {
-      items.clear();
-      const size_t run = options.max_rate > 0 ? 1 : kAccountRun;
+      for (ItemRun& r : runs) pool.Put(std::move(r));
+      runs.clear();
+      const size_t max_runs = options.max_rate > 0 ? 1 : kAccountRuns;
       std::optional<size_t> n;
       if (auto due = accounting.NextDue(acks)) {
-        n = queue.PopUpToUntil(run, items, *due);
+        n = queue.PopUpToUntil(max_runs, runs, *due);
       } else {
-        n = queue.PopUpTo(run, items);
+        n = queue.PopUpTo(max_runs, runs);
       }
       if (!n) {  // A commit or an ack fell due while no item came.
         Status s = acks.ReadSubscriptions(std::chrono::steady_clock::now());
@@ -917,12 +923,12 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
       if (*n == 0) break;  // Closed and drained.
       if (options.max_rate > 0) {
         // --max-rate: the deliberate throttle of a slow consumer.
-        taken += items.size();
+        for (const ItemRun& r : runs) taken += r.size();
         std::this_thread::sleep_until(
             throttle_start + std::chrono::microseconds(static_cast<int64_t>(
                                  taken * 1e6 / options.max_rate)));
       }
-      StatusOr<std::vector<std::string>> completed = accounting.Take(items, acks);
+      StatusOr<std::vector<std::string>> completed = accounting.Take(runs, acks);
       if (!completed.ok()) {
         fail(completed.status());
         break;

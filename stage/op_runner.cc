@@ -6,6 +6,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <semaphore>
@@ -143,45 +146,182 @@ OpContext ContextFor(const OpPlan& plan,
   return c;
 }
 
-// ItemOp and BatchOp: a pool of threads between two queues.
+// The runs submitted to a runner, shared by its threads: each claims a
+// chunk of items of the oldest run; the run moves on once every chunk of
+// it is done.
+class TaskQueue {
+ public:
+  struct Task {
+    ItemRun run;
+    size_t next = 0;             // First unclaimed item. Guarded by mu_.
+    std::atomic<size_t> left{0};  // Items not yet done.
+  };
+  struct Claim {
+    Task* task = nullptr;
+    size_t begin = 0, end = 0;
+    std::span<Item> items() const {
+      return task->run.items().subspan(begin, end - begin);
+    }
+  };
+
+  ~TaskQueue() {
+    for (Task* t : tasks_) delete t;
+  }
+
+  void Push(ItemRun run) {
+    auto* task = new Task;
+    task->left = run.size();
+    task->run = std::move(run);
+    std::unique_lock<std::mutex> lock(mu_);
+    tasks_.push_back(task);
+    const bool wake = idle_ > 0;
+    lock.unlock();
+    if (wake) ready_.notify_one();
+  }
+
+  // Claims up to `chunk` items of the oldest run, waiting while there is
+  // none; nullopt once closed and drained.
+  std::optional<Claim> Take(size_t chunk) {
+    std::unique_lock<std::mutex> lock(mu_);
+    ++idle_;
+    ready_.wait(lock, [&] { return !tasks_.empty() || closed_; });
+    --idle_;
+    if (tasks_.empty()) return std::nullopt;
+    Task* task = tasks_.front();
+    Claim claim{task, task->next,
+                task->next + std::min(task->run.size() - task->next, chunk)};
+    task->next = claim.end;
+    if (claim.end == task->run.size()) tasks_.pop_front();
+    // Work is left and someone waits for it: pass the baton.
+    const bool wake = !tasks_.empty() && idle_ > 0;
+    lock.unlock();
+    if (wake) ready_.notify_one();
+    return claim;
+  }
+
+  // Marks `n` items of `task` done; returns its run if they were the last.
+  static std::optional<ItemRun> Done(Task* task, size_t n) {
+    if (task->left.fetch_sub(n) != n) return std::nullopt;
+    ItemRun run = std::move(task->run);
+    delete task;
+    return run;
+  }
+
+  void Close() {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+    ready_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable ready_;
+  std::deque<Task*> tasks_;  // Runs with unclaimed items. Guarded by mu_.
+  int idle_ = 0;             // Threads waiting in Take(). Guarded by mu_.
+  bool closed_ = false;      // Guarded by mu_.
+};
+
+// The measured cost of an op, in wall-clock nanoseconds per item, smoothed.
+// Samples far above the estimate are clamped (a preempted thread is not a
+// slow op), unless they are huge (an op that blocks is, at once).
+class CostMeter {
+ public:
+  // The op runs on its caller's thread below kCheapNs per item, and goes
+  // back to its own threads above kDearNs.
+  static constexpr double kCheapNs = 1000;
+  static constexpr double kDearNs = 4000;
+  static constexpr double kBlockingNs = 100'000;
+
+  explicit CostMeter(std::chrono::milliseconds max_latency) {
+    if (max_latency.count() > 0) {
+      ns_ = std::chrono::duration<double, std::nano>(max_latency).count() / 2;
+    }
+  }
+  void Add(std::chrono::steady_clock::duration elapsed, size_t items) {
+    if (items == 0) return;
+    double sample = std::chrono::duration<double, std::nano>(elapsed).count() /
+                    static_cast<double>(items);
+    double now = ns_.load(std::memory_order_relaxed);
+    if (now < 0 || sample >= kBlockingNs) {
+      ns_.store(sample, std::memory_order_relaxed);
+    } else {
+      sample = std::min(sample, 4 * now + 100);
+      ns_.store(0.9 * now + 0.1 * sample, std::memory_order_relaxed);
+    }
+    const double updated = ns_.load(std::memory_order_relaxed);
+    if (updated < kCheapNs) cheap_.store(true, std::memory_order_relaxed);
+    if (updated > kDearNs) cheap_.store(false, std::memory_order_relaxed);
+  }
+  // After a failure that wants a retry: not cheap, until measured again.
+  void Demote() {
+    ns_.store(kDearNs * 2, std::memory_order_relaxed);
+    cheap_.store(false, std::memory_order_relaxed);
+  }
+  bool cheap() const { return cheap_.load(std::memory_order_relaxed); }
+  // nanoseconds per item; negative until measured.
+  double ns_per_item() const { return ns_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<double> ns_{-1};
+  std::atomic<bool> cheap_{false};
+};
+
+// ItemOp and BatchOp: a pool of threads sharing the submitted runs.
 class SyncRunner : public OpRunner {
  public:
   SyncRunner(const OpPlan& plan, OpCounters& counters)
-      : plan_(plan), counters_(counters) {}
-  ~SyncRunner() override { Join(); }
+      : plan_(plan), counters_(counters), cost_(plan.max_latency) {}
+  ~SyncRunner() override {
+    Close();
+    Join();
+  }
 
   Status Make(const boost::program_options::variables_map& flags) {
+    flags_ = &flags;
     for (int i = 0; i < plan_.threads; ++i) {
-      workers_.push_back(std::make_unique<Worker>());
-      Worker& w = *workers_.back();
-      w.context = ContextFor(plan_, flags, i);
-      if (plan_.definition->make_batch && !plan_.definition->make_item) {
-        auto op = plan_.definition->make_batch(w.context);
-        if (!op.ok()) return op.status();
-        w.batch = std::move(*op);
-      } else {
-        auto op = plan_.definition->make_item(w.context);
-        if (!op.ok()) return op.status();
-        w.item = std::move(*op);
-      }
+      StatusOr<std::unique_ptr<Worker>> w = MakeWorker(i);
+      if (!w.ok()) return w.status();
+      workers_.push_back(std::move(*w));
     }
     return Status::Ok();
   }
 
-  Status Start(BoundedQueue<Item>& in, BoundedQueue<Item>& out) override {
-    running_ = plan_.threads;
+  Status Start(Forward forward) override {
+    forward_ = std::move(forward);
     for (int i = 0; i < plan_.threads; ++i) {
-      auto thread = StartThread("op worker",
-                                [this, i, &in, &out] { Work(*workers_[i], in, out); });
-      if (!thread.ok()) {
-        // The threads that never started will not close `out`.
-        if (running_.fetch_sub(plan_.threads - i) == plan_.threads - i) out.Close();
-        return thread.status();
-      }
+      auto thread = StartThread("op worker", [this, i] { Work(*workers_[i]); });
+      if (!thread.ok()) return thread.status();
       threads_.push_back(std::move(*thread));
     }
     return Status::Ok();
   }
+
+  void Submit(ItemRun run) override { tasks_.Push(std::move(run)); }
+
+  bool cheap() const override {
+    return cost_.cheap() && !inline_failed_.load(std::memory_order_relaxed);
+  }
+
+  bool RunInline(ItemRun& run) override {
+    // One caller at a time (the stage's I/O thread); the lock keeps the
+    // instance to one thread if that ever changes.
+    std::lock_guard<std::mutex> lock(inline_mu_);
+    if (!inline_worker_) {  // Made on first use: thread number `threads`.
+      StatusOr<std::unique_ptr<Worker>> w = MakeWorker(plan_.threads);
+      if (!w.ok()) {
+        spdlog::warn("op {}: no instance for the stage's own thread ({}); "
+                     "the op stays on its worker threads",
+                     plan_.definition->name, w.status().message());
+        inline_failed_ = true;
+        return false;
+      }
+      inline_worker_ = std::move(*w);
+    }
+    Process(*inline_worker_, run.items());
+    return true;
+  }
+
+  void Close() override { tasks_.Close(); }
 
   void Join() override {
     for (std::thread& t : threads_) {
@@ -190,6 +330,22 @@ class SyncRunner : public OpRunner {
   }
 
  private:
+  struct Worker;
+  StatusOr<std::unique_ptr<Worker>> MakeWorker(int thread) {
+    auto w = std::make_unique<Worker>();
+    w->context = ContextFor(plan_, *flags_, thread);
+    if (plan_.definition->make_batch && !plan_.definition->make_item) {
+      auto op = plan_.definition->make_batch(w->context);
+      if (!op.ok()) return op.status();
+      w->batch = std::move(*op);
+    } else {
+      auto op = plan_.definition->make_item(w->context);
+      if (!op.ok()) return op.status();
+      w->item = std::move(*op);
+    }
+    return w;
+  }
+
   struct Worker {
     OpContext context;
     std::unique_ptr<ItemOp> item;
@@ -203,17 +359,38 @@ class SyncRunner : public OpRunner {
     std::vector<Status> retry_statuses;
   };
 
-  void Work(Worker& w, BoundedQueue<Item>& in, BoundedQueue<Item>& out) {
-    const size_t run_size =
-        plan_.max_latency.count() > 0 && w.item ? 1 : plan_.definition->max_run;
-    std::vector<Item> run;
-    while (true) {
-      run.clear();
-      if (in.PopUpTo(run_size, run) == 0) break;  // Closed and drained.
-      ProcessRun(w, run);
-      if (out.PushAll(run) < run.size()) break;  // Aborting.
+  // Items a thread claims at once: a whole run while the op is cheap; else
+  // one item (an ItemOp) or one call's worth (a BatchOp's max_run), so that
+  // the threads share a run's items and none sits on work the others could
+  // do.
+  size_t Chunk() const {
+    if (cost_.cheap()) return SIZE_MAX;
+    if (!workers_.empty() && workers_[0]->batch) {
+      return std::max<size_t>(1, plan_.definition->max_run);
     }
-    if (running_.fetch_sub(1) == 1) out.Close();
+    return 1;
+  }
+
+  void Work(Worker& w) {
+    while (std::optional<TaskQueue::Claim> claim = tasks_.Take(Chunk())) {
+      Process(w, claim->items());
+      if (std::optional<ItemRun> done = TaskQueue::Done(claim->task, claim->end - claim->begin)) {
+        forward_(std::move(*done));
+      }
+    }
+  }
+
+  // Runs the op over `run` in slices of at most max_run items (a BatchOp's
+  // most per call), timing it.
+  void Process(Worker& w, std::span<Item> run) {
+    const size_t slice = w.batch ? std::max<size_t>(1, plan_.definition->max_run)
+                                 : run.size();
+    for (size_t at = 0; at < run.size(); at += slice) {
+      std::span<Item> part = run.subspan(at, std::min(slice, run.size() - at));
+      const auto started = std::chrono::steady_clock::now();
+      const size_t worked = ProcessRun(w, part);
+      cost_.Add(std::chrono::steady_clock::now() - started, worked);
+    }
   }
 
   // Calls the op once per pending unit (ItemOp) or once for all of them
@@ -247,7 +424,8 @@ class SyncRunner : public OpRunner {
     }
   }
 
-  void ProcessRun(Worker& w, std::vector<Item>& run) {
+  // Processes `run` in place; returns how many units the op was given.
+  size_t ProcessRun(Worker& w, std::span<Item> run) {
     // The op works on the run in place, unless some items must not reach it
     // (end-of-stream markers, earlier failures) or must reach it as parts
     // (several outputs): then on units moved out of the run and back.
@@ -270,7 +448,7 @@ class SyncRunner : public OpRunner {
       }
       units = w.units;
     }
-    if (units.empty()) return;
+    if (units.empty()) return 0;
     w.statuses.resize(units.size());
     w.attempts.assign(units.size(), 0);
     w.pending.resize(units.size());
@@ -291,10 +469,13 @@ class SyncRunner : public OpRunner {
       }
       w.pending.resize(kept);
       if (w.pending.empty()) break;
+      // A retry's backoff is no work for the caller's thread.
+      cost_.Demote();
       counters_.retries.Add(w.pending.size());
       std::this_thread::sleep_for(RetryBackoff(plan_.backoff, round));
     }
 
+    const size_t given = units.size();
     if (!in_place) {  // Put the units back where they came from.
       for (size_t u = 0; u < w.units.size();) {
         size_t i = w.origin[u];
@@ -327,24 +508,34 @@ class SyncRunner : public OpRunner {
     counters_.processed.Add(done);
     counters_.failed.Add(failed);
     counters_.dropped.Add(dropped);
+    return given;
   }
 
   const OpPlan plan_;
   OpCounters& counters_;
+  CostMeter cost_;
+  const boost::program_options::variables_map* flags_ = nullptr;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::thread> threads_;
-  std::atomic<int> running_{0};
+  TaskQueue tasks_;
+  Forward forward_;
+  std::mutex inline_mu_;
+  std::unique_ptr<Worker> inline_worker_;  // Guarded by inline_mu_.
+  std::atomic<bool> inline_failed_{false};
 };
 
 }  // namespace
 
 // AsyncOp: per loop thread, an io_context running the op and a feeder
-// thread that takes items from `in` while a slot is free.
+// thread that claims items while a slot is free.
 class AsyncRunner : public OpRunner {
  public:
   AsyncRunner(const OpPlan& plan, OpCounters& counters)
       : plan_(plan), counters_(counters) {}
-  ~AsyncRunner() override { Join(); }
+  ~AsyncRunner() override {
+    Close();
+    Join();
+  }
 
   Status Make(const boost::program_options::variables_map& flags) {
     const size_t k = static_cast<size_t>(plan_.concurrency);
@@ -364,31 +555,26 @@ class AsyncRunner : public OpRunner {
     return Status::Ok();
   }
 
-  Status Start(BoundedQueue<Item>& in, BoundedQueue<Item>& out) override {
-    out_ = &out;
-    running_ = static_cast<int>(loops_.size());
+  Status Start(Forward forward) override {
+    forward_ = std::move(forward);
     for (size_t i = 0; i < loops_.size(); ++i) {
       Loop& loop = *loops_[i];
-      auto runner = StartThread("async op loop", [this, &loop] {
-        loop.io.run();
-        if (running_.fetch_sub(1) == 1) out_->Close();
-      });
-      StatusOr<std::thread> feeder = Unavailable("");
-      if (runner.ok()) {
-        loop.runner = std::move(*runner);
-        feeder = StartThread("async op feeder",
-                             [this, i, &loop, &in] { Feed(i, loop, in); });
-      }
+      auto runner = StartThread("async op loop", [&loop] { loop.io.run(); });
+      if (!runner.ok()) return runner.status();
+      loop.runner = std::move(*runner);
+      auto feeder = StartThread("async op feeder", [this, i, &loop] { Feed(i, loop); });
       if (!feeder.ok()) {
-        const int never = static_cast<int>(loops_.size() - i) - (runner.ok() ? 1 : 0);
-        if (runner.ok()) loop.io.stop();  // Its feeder will never feed it.
-        if (never > 0 && running_.fetch_sub(never) == never) out.Close();
-        return runner.ok() ? feeder.status() : runner.status();
+        loop.io.stop();  // Its feeder will never feed it.
+        return feeder.status();
       }
       loop.feeder = std::move(*feeder);
     }
     return Status::Ok();
   }
+
+  void Submit(ItemRun run) override { tasks_.Push(std::move(run)); }
+
+  void Close() override { tasks_.Close(); }
 
   void Join() override {
     for (auto& loop : loops_) {
@@ -419,6 +605,8 @@ class AsyncRunner : public OpRunner {
     Item origin;            // A fanned-out item while its parts run.
     std::vector<Item> parts;
     size_t next_part = 0;
+    TaskQueue::Task* task = nullptr;  // The run the item belongs to...
+    size_t index = 0;                 // ...and its place there.
     int attempts = 0;
     uint32_t generation = 0;
     bool busy = false;
@@ -437,25 +625,25 @@ class AsyncRunner : public OpRunner {
     std::thread runner, feeder;
   };
 
-  void Feed(size_t index, Loop& loop, BoundedQueue<Item>& in) {
+  void Feed(size_t index, Loop& loop) {
     const size_t k = static_cast<size_t>(plan_.concurrency);
     while (true) {
       loop.permits.acquire();
-      std::optional<Item> item = in.Pop();
-      if (!item) {
+      std::optional<TaskQueue::Claim> claim = tasks_.Take(1);
+      if (!claim) {
         loop.permits.release();
         break;
       }
-      if (Bypasses(*item)) {
+      Item& item = claim->task->run[claim->begin];
+      if (Bypasses(item)) {
         loop.permits.release();
-        if (!out_->Push(std::move(*item))) break;
+        if (auto done = TaskQueue::Done(claim->task, 1)) forward_(std::move(*done));
         continue;
       }
-      boost::asio::post(loop.io, [this, index, &loop, item = std::move(*item)]() mutable {
+      boost::asio::post(loop.io, [this, index, &loop, claim = *claim] {
         uint32_t s = loop.free.back();
         loop.free.pop_back();
-        Begin(loop, static_cast<uint32_t>(index * plan_.concurrency) + s,
-              std::move(item));
+        Begin(loop, static_cast<uint32_t>(index * plan_.concurrency) + s, claim);
       });
     }
     // Wait until every slot is free again, then let the loop run dry.
@@ -467,11 +655,14 @@ class AsyncRunner : public OpRunner {
     return loop.slots[global_slot % static_cast<uint32_t>(plan_.concurrency)];
   }
 
-  void Begin(Loop& loop, uint32_t global_slot, Item item) {
+  void Begin(Loop& loop, uint32_t global_slot, TaskQueue::Claim claim) {
     Slot& slot = SlotOf(loop, global_slot);
     slot.busy = true;
+    slot.task = claim.task;
+    slot.index = claim.begin;
     slot.parts.clear();
     slot.next_part = 0;
+    Item& item = claim.task->run[claim.begin];
     if (item.more_payloads.empty()) {
       slot.item = std::move(item);
     } else {
@@ -559,18 +750,20 @@ class AsyncRunner : public OpRunner {
     }
     slot.busy = false;
     ++slot.generation;
-    // Blocks while the next queue is full: that is the backpressure.
-    (void)out_->Push(std::move(slot.item));
+    slot.task->run[slot.index] = std::move(slot.item);
     slot.item = Item();
+    TaskQueue::Task* task = slot.task;
+    slot.task = nullptr;
     loop.free.push_back(global_slot % static_cast<uint32_t>(plan_.concurrency));
     loop.permits.release();
+    if (auto done = TaskQueue::Done(task, 1)) forward_(std::move(*done));
   }
 
   const OpPlan plan_;
   OpCounters& counters_;
   std::vector<std::unique_ptr<Loop>> loops_;
-  BoundedQueue<Item>* out_ = nullptr;
-  std::atomic<int> running_{0};
+  TaskQueue tasks_;
+  Forward forward_;
 };
 
 void Completion::operator()(Status status) const {

@@ -1,15 +1,25 @@
 // stage/op_runner.h
 //
-// OpRunner runs one op of a stage's chain between two bounded queues, in the
-// op's shape (sluice/op.h):
+// OpRunner runs one op of a stage's chain over runs of items, in the op's
+// shape (sluice/op.h):
 //
-//   ItemOp, BatchOp  --threads worker threads; each takes a run of items,
-//                    calls the op, retries what failed, passes the run on.
-//   AsyncOp          per loop thread: a feeder thread takes items while one
+//   ItemOp, BatchOp  --threads worker threads share the submitted runs: a
+//                    thread claims a chunk of a run (the whole run when the
+//                    op is cheap, max_run items when it may block, so that
+//                    the threads work on one run's items side by side),
+//                    calls the op, retries what failed; the thread that
+//                    finishes a run's last chunk passes the run on.
+//   AsyncOp          per loop thread: a feeder thread claims items while one
 //                    of --concurrency slots is free and hands them to a
 //                    Boost.Asio loop, where the op starts them; completions,
 //                    timeouts (--op-timeout-ms) and retry backoff are events
-//                    on that loop. The loop pushes finished items on.
+//                    on that loop. The item that finishes a run passes it on.
+//
+// Cheap ops run where the run is: the runner times the op (wall time per
+// item, smoothed); while an ItemOp or BatchOp costs less than handing a run
+// to another thread, cheap() says so and the stage calls RunInline() on its
+// own thread instead of Submit(). An op that turns slow (or fails and needs
+// a retry's backoff) goes back to its threads at once.
 //
 // Every shape shares the failure rules: Transient failures and exceptions
 // are retried up to --retries times after an exponential backoff with
@@ -17,19 +27,21 @@
 // (Item::failure) and passed on, never dropped. End-of-stream markers and
 // items that failed earlier pass by the op untouched.
 //
-// Stopping: when `in` is closed and drained, each thread finishes what it
-// holds; the last one out closes `out`.
+// Stopping: after Close(), the threads finish every submitted run, pass it
+// on, and end; Join() waits for them.
 //
-// Thread safety: Create(), Start() and Join() from one thread.
+// Thread safety: Create(), Start(), Close() and Join() from one thread;
+// Submit(), cheap() and RunInline() from any.
 #ifndef SLUICE_STAGE_OP_RUNNER_H_
 #define SLUICE_STAGE_OP_RUNNER_H_
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
-#include "common/bounded_queue.h"
 #include "common/counters.h"
+#include "common/run.h"
 #include "sluice/op.h"
 
 namespace sluice {
@@ -68,16 +80,34 @@ std::string WorkerName(std::string_view op, int thread);
 
 class OpRunner {
  public:
+  // Where a finished run goes; called on one of the runner's threads.
+  using Forward = std::function<void(ItemRun)>;
+
   virtual ~OpRunner() = default;
   // Makes the op's instances (one per thread); the make_* status on failure.
   static StatusOr<std::unique_ptr<OpRunner>> Create(
       const OpPlan& plan, const boost::program_options::variables_map& flags,
       OpCounters& counters);
-  // Starts the threads. `in` and `out` must outlive Join(). kUnavailable
-  // if the system refuses a thread: those already started still end (and
-  // must be joined) once the caller closes the queues.
-  virtual Status Start(BoundedQueue<Item>& in, BoundedQueue<Item>& out) = 0;
-  // Waits until every thread finished (after `in` closed and drained).
+  // Starts the threads. kUnavailable if the system refuses a thread: those
+  // already started end once Close() is called (and must be joined).
+  virtual Status Start(Forward forward) = 0;
+  // Queues a (non-empty) run for the op's threads. Never blocks: the
+  // caller bounds how much it has submitted and not yet got back.
+  virtual void Submit(ItemRun run) = 0;
+  // True while the op is measured cheaper than a hand-off to another
+  // thread: run it with RunInline() then.
+  virtual bool cheap() const { return false; }
+  // Runs the op over `run` on the calling thread (ItemOp and BatchOp only)
+  // with an instance of its own (made on first use: OpContext::thread ==
+  // threads). False if that instance cannot be made: Submit() the run, and
+  // cheap() stays false from then on.
+  virtual bool RunInline(ItemRun& run) {
+    (void)run;
+    return false;
+  }
+  // No more Submit(): the threads finish what they hold, then end.
+  virtual void Close() = 0;
+  // Waits until every thread has ended (after Close()).
   virtual void Join() = 0;
 };
 

@@ -1,11 +1,15 @@
 #include "stage/stage.h"
 
-#include "common/thread.h"
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <memory>
+#include <mutex>
 #include <thread>
 
-#include "common/bounded_queue.h"
 #include "common/log.h"
 #include "common/socket.h"
 
@@ -27,6 +31,240 @@ nlohmann::json StageCounters::ToJson(const StageOptions& options) const {
   return out;
 }
 
+namespace {
+
+// Runs that op threads finished, on their way back to the I/O thread, which
+// polls fd() next to its sockets.
+class Outbox {
+ public:
+  Outbox() : fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+  ~Outbox() {
+    if (fd_ >= 0) close(fd_);
+  }
+  int fd() const { return fd_; }
+
+  void Push(ItemRun run) {
+    std::unique_lock<std::mutex> lock(mu_);
+    const bool was_empty = runs_.empty();
+    runs_.push_back(std::move(run));
+    lock.unlock();
+    if (was_empty) {  // The I/O thread may sleep: wake it.
+      const uint64_t one = 1;
+      while (write(fd_, &one, sizeof(one)) < 0 && errno == EINTR) {
+      }
+    }
+  }
+  // Moves every run waiting into `out` (the fd is read first, so that a
+  // run pushed meanwhile wakes the next poll).
+  void TakeAll(std::vector<ItemRun>& out) {
+    uint64_t count = 0;
+    while (read(fd_, &count, sizeof(count)) < 0 && errno == EINTR) {
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    for (ItemRun& run : runs_) out.push_back(std::move(run));
+    runs_.clear();
+  }
+
+ private:
+  const int fd_;
+  std::mutex mu_;
+  std::vector<ItemRun> runs_;  // Guarded by mu_.
+};
+
+bool AllBypass(const ItemRun& run) {
+  for (const Item& item : run) {
+    if (!item.end_of_stream && !item.failed()) return false;
+  }
+  return true;
+}
+
+// The stage's own thread: owns both sockets, receives frames into runs,
+// runs cheap ops itself, hands the others to their threads, and sends what
+// comes back. Never blocks but in poll().
+class StageIo {
+ public:
+  StageIo(const StageOptions& options, StopSignal& stop, StageCounters& counters,
+          std::vector<std::unique_ptr<OpRunner>>& runners, Outbox& outbox,
+          zmq::socket_t& in, zmq::socket_t& out)
+      : options_(options), stop_(stop), counters_(counters), runners_(runners),
+        outbox_(outbox), in_(in), out_(out) {}
+
+  // Runs ops from `from` on `run` while they are cheap; submits it to the
+  // first that is not. True if the chain is done with the run (the caller
+  // keeps it); false if an op's threads have it now.
+  bool Forward(size_t from, ItemRun& run) {
+    for (size_t i = from; i < runners_.size(); ++i) {
+      if (AllBypass(run)) continue;
+      if (runners_[i]->cheap() && runners_[i]->RunInline(run)) continue;
+      runners_[i]->Submit(std::move(run));
+      return false;
+    }
+    return true;
+  }
+
+  Status Serve() {
+    try {
+      return Loop();
+    } catch (const zmq::error_t& e) {
+      return Internal(std::string("stage socket: ") + e.what());
+    }
+  }
+
+  uint64_t unsent() const { return unsent_; }
+
+ private:
+  struct Pending {
+    zmq::message_t frame;
+    size_t items;  // Data items, or 1 for an end-of-stream.
+    bool end;
+  };
+
+  Status Loop() {
+    const size_t capacity = options_.flags.queue_capacity;
+    std::vector<ItemRun> back;
+    RateLimitedLog reject_log("rx.reject", std::chrono::seconds(1));
+    zmq::message_t frame;
+    bool stopping = false;
+    std::optional<std::chrono::steady_clock::time_point> deadline;
+    while (true) {
+      Flush();
+      const auto now = std::chrono::steady_clock::now();
+      if (deadline && now >= *deadline && !pending_.empty()) {
+        // Past the drain deadline: what cannot leave now never will.
+        for (const Pending& p : pending_) unsent_ += p.items;
+        held_ -= pending_items_;
+        pending_items_ = 0;
+        pending_.clear();
+      }
+      if (stopping && submitted_ == 0 && pending_.empty()) break;
+      const bool receive = !stopping && held_ < capacity;
+      zmq::pollitem_t items[4];
+      int n = 0;
+      int in_at = -1, out_at = -1, stop_at = -1;
+      const int outbox_at = n;
+      items[n++] = {nullptr, outbox_.fd(), ZMQ_POLLIN, 0};
+      if (receive) {
+        in_at = n;
+        items[n++] = {in_.handle(), 0, ZMQ_POLLIN, 0};
+      }
+      if (!pending_.empty()) {
+        out_at = n;
+        items[n++] = {out_.handle(), 0, ZMQ_POLLOUT, 0};
+      }
+      if (!stopping) {
+        stop_at = n;
+        items[n++] = {nullptr, stop_.fd(), ZMQ_POLLIN, 0};
+      }
+      long timeout_ms = -1;
+      if (deadline && !pending_.empty()) {
+        timeout_ms = std::max<long>(
+            1, std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - now)
+                   .count());
+      }
+      try {
+        zmq::poll(items, n, std::chrono::milliseconds(timeout_ms));
+      } catch (const zmq::error_t& e) {
+        if (e.num() != EINTR) throw;
+        continue;  // A signal; its handler has set the stop fd if it matters.
+      }
+      if (stop_at >= 0 && (items[stop_at].revents & ZMQ_POLLIN)) {
+        stopping = true;
+        deadline = std::chrono::steady_clock::now() + options_.flags.send.drain_timeout;
+      }
+      if (items[outbox_at].revents & ZMQ_POLLIN) {
+        back.clear();
+        outbox_.TakeAll(back);
+        for (ItemRun& run : back) {
+          submitted_ -= run.size();
+          Emit(run);
+        }
+      }
+      if (in_at >= 0 && (items[in_at].revents & ZMQ_POLLIN)) {
+        // A few frames at a time, then the other sockets get their turn.
+        for (int i = 0; i < 32 && held_ < capacity; ++i) {
+          if (!in_.recv(frame, zmq::recv_flags::dontwait)) break;
+          ItemRun run = Spare();
+          if (!AcceptFrame(frame, options_.flags.receive.max_frame_bytes, run,
+                           counters_.receive, reject_log)) {
+            spare_.push_back(std::move(run));
+            continue;
+          }
+          const size_t size = run.size();
+          held_ += size;
+          if (Forward(0, run)) {
+            Emit(run);
+          } else {
+            submitted_ += size;
+          }
+        }
+      }
+    }
+    return Status::Ok();
+  }
+
+  ItemRun Spare() {
+    if (spare_.empty()) return ItemRun();
+    ItemRun run = std::move(spare_.back());
+    spare_.pop_back();
+    return run;
+  }
+
+  // Encodes `run` into frames waiting to be sent, and keeps the run for
+  // reuse.
+  void Emit(ItemRun& run) {
+    gather_.clear();
+    for (const Item& item : run) gather_.push_back(&item);
+    (void)PackFrames(std::span<const Item* const>(gather_), options_.flags.send,
+                     encoder_, [&](zmq::message_t f, size_t n_items, bool end) {
+                       const size_t count = end ? 1 : n_items;
+                       pending_.push_back({std::move(f), count, end});
+                       pending_items_ += count;
+                       return Status::Ok();
+                     });
+    run.Clear();
+    if (spare_.size() < kSpareRuns) spare_.push_back(std::move(run));
+  }
+
+  // Sends what is pending until the socket would block.
+  void Flush() {
+    while (!pending_.empty()) {
+      Pending& p = pending_.front();
+      const size_t bytes = p.frame.size();
+      if (!out_.send(p.frame, zmq::send_flags::dontwait)) return;
+      counters_.send.tx_frames.Add();
+      counters_.send.tx_bytes.Add(bytes);
+      if (p.end) {
+        counters_.send.tx_end_of_stream.Add();
+      } else {
+        counters_.send.tx_items.Add(p.items);
+      }
+      held_ -= p.items;
+      pending_items_ -= p.items;
+      pending_.pop_front();
+    }
+  }
+
+  static constexpr size_t kSpareRuns = 64;
+
+  const StageOptions& options_;
+  StopSignal& stop_;
+  StageCounters& counters_;
+  std::vector<std::unique_ptr<OpRunner>>& runners_;
+  Outbox& outbox_;
+  zmq::socket_t& in_;
+  zmq::socket_t& out_;
+  FrameEncoder encoder_;
+  std::vector<const Item*> gather_;
+  std::vector<ItemRun> spare_;
+  std::deque<Pending> pending_;
+  size_t pending_items_ = 0;  // Items (and ends) in pending_.
+  size_t held_ = 0;           // Received and not yet sent (or given up).
+  size_t submitted_ = 0;      // With the op threads.
+  uint64_t unsent_ = 0;
+};
+
+}  // namespace
+
 Status RunStage(const StageOptions& options, StopSignal& stop,
                 StageCounters& counters, std::ostream& ready_out) {
   // The ops first: a broken one stops the stage before it binds anything.
@@ -37,78 +275,49 @@ Status RunStage(const StageOptions& options, StopSignal& stop,
     if (!runner.ok()) return runner.status();
     runners.push_back(std::move(*runner));
   }
+  Outbox outbox;
+  if (outbox.fd() < 0) {
+    return Internal(std::string("eventfd: ") + std::strerror(errno));
+  }
 
   zmq::context_t context(1);
-  // Both sockets are made here so that bind errors surface before READY; each
-  // is then handed to its thread (thread start is a full memory barrier, as
-  // libzmq requires for migrating a socket) and used and closed only there.
   StatusOr<OpenedSocket> in = OpenSocket(context, zmq::socket_type::pull,
                                          options.in, options.flags.socket);
   if (!in.ok()) return in.status();
   StatusOr<OpenedSocket> out = OpenSocket(context, zmq::socket_type::push,
                                           options.out, options.flags.socket);
   if (!out.ok()) return out.status();
+
+  StageIo io(options, stop, counters, runners, outbox, in->socket, out->socket);
+  auto stop_runners = [&] {
+    for (auto& runner : runners) runner->Close();
+    for (auto& runner : runners) runner->Join();
+  };
+  for (size_t i = 0; i < runners.size(); ++i) {
+    Status s = runners[i]->Start([&io, &outbox, i](ItemRun run) {
+      if (io.Forward(i + 1, run)) outbox.Push(std::move(run));
+    });
+    if (!s.ok()) {
+      stop_runners();
+      return s;
+    }
+  }
   ready_out << "READY in=" << DescribeAddresses(options.in, *in)
             << " out=" << DescribeAddresses(options.out, *out) << std::endl;
   spdlog::info("in {} -> out {}", DescribeAddresses(options.in, *in),
                DescribeAddresses(options.out, *out));
 
-  const size_t n_ops = options.ops.size();
-  std::vector<std::unique_ptr<BoundedQueue<Item>>> queues;
-  for (size_t i = 0; i <= n_ops; ++i) {
-    queues.push_back(
-        std::make_unique<BoundedQueue<Item>>(options.flags.queue_capacity));
-  }
-  auto close_all = [&] {
-    for (auto& q : queues) q->Close();
-  };
-
-  Status receive_status;
-  // If the system refuses a thread: stop and join what runs, then report.
-  std::vector<std::thread> started;
-  auto abort_start = [&](Status why) {
-    stop.Request();
-    close_all();
-    for (std::thread& t : started) t.join();
-    for (auto& runner : runners) runner->Join();
-    return why;
-  };
-  auto receiver = StartThread("receive", [&, socket = std::move(in->socket)]() mutable {
-    StatusOr<ReceiveEnd> end = ReceiveLoop(socket, stop, options.flags.receive,
-                                           *queues[0], counters.receive);
-    if (!end.ok()) {
-      receive_status = end.status();
-      close_all();
-    }
-    queues[0]->Close();  // Stop path: the pools drain what is queued.
-    socket.close();
-  });
-  if (!receiver.ok()) return abort_start(receiver.status());
-  started.push_back(std::move(*receiver));
-
-  for (size_t i = 0; i < n_ops; ++i) {
-    Status s = runners[i]->Start(*queues[i], *queues[i + 1]);
-    if (!s.ok()) return abort_start(s);
-  }
-
-  Status send_status;
-  auto sender = StartThread("send", [&, socket = std::move(out->socket)]() mutable {
-    send_status =
-        SendLoop(socket, stop, options.flags.send, *queues[n_ops], counters.send);
-    if (!send_status.ok()) {
-      close_all();
-      stop.Request();  // Nothing can leave: stop reading too.
-    }
-    socket.close();
-  });
-  if (!sender.ok()) return abort_start(sender.status());
-
-  started[0].join();
-  for (auto& runner : runners) runner->Join();
-  sender->join();
+  Status status = io.Serve();
+  stop_runners();
+  in->socket.close();
+  out->socket.close();
   bool flushed = TerminateContext(context, options.flags.socket.linger_ms);
-  if (!receive_status.ok()) return receive_status;
-  if (!send_status.ok()) return send_status;
+  if (!status.ok()) return status;
+  if (io.unsent() > 0) {
+    return Unavailable(std::to_string(io.unsent()) +
+                       " items and end-of-stream markers could not be sent "
+                       "within the drain timeout: nobody downstream took them");
+  }
   if (!flushed) {
     return Unavailable("frames were still queued after --linger-ms " +
                        std::to_string(options.flags.socket.linger_ms) +

@@ -2,22 +2,27 @@
 //
 // A stage worker: receives items, applies a chain of ops, sends them on.
 //
-//   receive thread (owns PULL) -> queue -> op 1 runner -> queue -> ... ->
-//   op K runner -> queue -> send thread (owns PUSH)
+//   I/O thread (owns PULL and PUSH): frame -> run -> [cheap ops, inline]
+//        -> op K's threads (a slow op) -> [cheap ops, on that thread] -> ...
+//        -> back to the I/O thread -> frames -> PUSH
 //
-// Each op runs in its own shape (stage/op_runner.h): a pool of threads, or
-// an event loop with --concurrency slots. Its instances are made before the
-// sockets open, so a broken op (a co-process that cannot start) stops the
-// stage before it reports READY.
+// Runs (the items of one frame) are the unit of every hand-off. Each op
+// runs in its own shape (stage/op_runner.h): a pool of threads, or an event
+// loop with --concurrency slots; an op measured cheaper than a hand-off runs
+// on whichever thread holds the run, so a chain of cheap ops costs no
+// thread switch at all. Op instances are made before the sockets open, so a
+// broken op (a co-process that cannot start) stops the stage before it
+// reports READY.
 //
-// Every queue is bounded, so a slow op or a slow downstream blocks whatever
-// feeds it, back to the socket upstream. End-of-stream markers pass through
-// the pools like items (they may overtake items; the sink copes).
+// Memory is bounded by --queue: the I/O thread reads its socket only while
+// the items it holds (with the op threads, or encoded and waiting for a
+// peer) are fewer; a slow op or a slow downstream thus stops the reads, and
+// the sender upstream meets its high-water mark. End-of-stream markers pass
+// by the ops (they may overtake items; the sink copes).
 //
-// Stopping (a stop request): the receive thread stops reading and closes the
-// first queue; each pool drains its queue, and its last thread out closes the
-// next; the send thread sends everything that reaches it (bounded by the
-// drain timeout), then the sockets close with a bounded linger.
+// Stopping (a stop request): the I/O thread stops reading, lets the op
+// threads finish what they hold, sends everything (bounded by the drain
+// timeout), then the sockets close with a bounded linger.
 #ifndef SLUICE_STAGE_STAGE_H_
 #define SLUICE_STAGE_STAGE_H_
 

@@ -19,7 +19,7 @@ import zmq
 
 import sluice_pb2 as pb
 
-KNOWN_VERSIONS = (1, 2)
+KNOWN_VERSIONS = (1, 2, 3)
 ACK_EVERY_S = 0.02
 
 
@@ -132,7 +132,10 @@ def main() -> int:
                 continue
             if env.HasField("batch"):
                 for item in env.batch.items:
-                    s = streams.setdefault(item.stream, Stream())
+                    # Version 3: the batch names the stream of items that
+                    # carry none of their own.
+                    sid = item.stream or env.batch.stream
+                    s = streams.setdefault(sid, Stream())
                     if s.count is not None and item.seq >= s.count:
                         continue  # Beyond the count: not ours to write.
                     if item.seq in s.seen:

@@ -18,7 +18,7 @@ import zmq
 
 import sluice_pb2 as pb
 
-KNOWN_VERSIONS = (1, 2)
+KNOWN_VERSIONS = (1, 2, 3)
 
 
 def op(payload: bytes) -> bytes:

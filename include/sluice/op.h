@@ -29,6 +29,11 @@
 // no locks. Instances are made before the stage reports READY: a make_*
 // function that fails stops the stage with a clear error.
 //
+// Cheap ops cost no hand-off: the stage times each ItemOp and BatchOp, and
+// while one costs under about a microsecond per item it runs it on the
+// thread that received the items (with one more instance, made when first
+// needed) instead of waking a worker thread. Spare --threads then sleep.
+//
 // Per-item results: an op returns (or, for AsyncOp, completes with) a Status
 // per item.
 //   OK            the item goes on: payload rewritten in place, more outputs
@@ -88,7 +93,9 @@ inline Status Permanent(std::string message) {
 struct OpContext {
   std::string_view name;  // The registered name ("upper").
   int op_index = 0;       // Position in the --op chain, from 0.
-  int thread = 0;         // This instance's thread, 0..threads-1.
+  // This instance's thread, 0..threads-1; or `threads` for the instance
+  // the stage makes (on first use) to run a cheap op on its own I/O thread.
+  int thread = 0;
   int threads = 1;        // Instances of this op in the process.
   // --latency-ms for this op: simulated ops sleep (or wait) uniformly in
   // [0, max_latency). Other ops may ignore it.
@@ -170,9 +177,9 @@ struct OpDefinition {
   int default_threads = 1;                      // --threads when not given.
   std::chrono::milliseconds default_latency{0};  // --latency-ms when not given.
   int default_concurrency = 64;  // --concurrency when not given (async only).
-  // Items a worker takes from its queue at once: for an ItemOp, raise it
-  // only for ops that cost less than a queue hand-off (a few µs); for a
-  // BatchOp, the most items per call.
+  // BatchOp: the most items per call. (An ItemOp needs no hint: the stage
+  // measures it, hands a cheap one whole runs, and a slow one an item at a
+  // time per thread.)
   size_t max_run = 1;
 };
 

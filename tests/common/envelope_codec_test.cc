@@ -112,20 +112,167 @@ TEST(EnvelopeCodec, RejectsTruncatedFrameAsParseError) {
             RejectReason::kParseError);
 }
 
-TEST(EnvelopeCodec, PlainBatchesStayVersion1) {
-  std::vector<Item> items(1);
-  items[0].stream = "s";
-  items[0].payload = "p";
+// A batch frame is version 3 and names its stream once, in the batch; an
+// item of another stream carries its own.
+TEST(EnvelopeCodec, BatchFramesAreVersion3AndNameTheirStreamOnce) {
+  std::vector<Item> items(3);
+  for (uint64_t i = 0; i < 3; ++i) {
+    items[i].stream = i == 2 ? "other" : "s";
+    items[i].seq = i;
+    items[i].payload = "p";
+  }
   FrameEncoder encoder;
   zmq::message_t frame = encoder.EncodeBatch(items);
   wire::Envelope e;
   ASSERT_TRUE(e.ParseFromArray(frame.data(), static_cast<int>(frame.size())));
-  EXPECT_EQ(e.version(), 1u);
+  EXPECT_EQ(e.version(), 3u);
+  EXPECT_EQ(e.batch().stream(), "s");
+  EXPECT_EQ(e.batch().items(0).stream(), "");
+  EXPECT_EQ(e.batch().items(1).stream(), "");
+  EXPECT_EQ(e.batch().items(2).stream(), "other");
+  std::vector<Item> out;
+  ASSERT_EQ(DecodeFrame(frame.data(), frame.size(), kDefaultMaxFrameBytes, out),
+            std::nullopt);
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[0].stream, "s");
+  EXPECT_EQ(out[1].stream, "s");
+  EXPECT_EQ(out[2].stream, "other");
 }
 
-// Fan-out, drops and failures travel as version 2, and a reused encoder
-// does not carry them over into the next, plain frame.
-TEST(EnvelopeCodec, FanOutDropAndFailureRoundTripAsVersion2) {
+// The direct encoder writes exactly what the generated classes write for
+// the same message (field order, defaults left out, explicit seq 0).
+TEST(EnvelopeCodec, DirectEncodingIsByteForByteTheGeneratedOne) {
+  std::vector<Item> items(4);
+  for (uint64_t i = 0; i < 4; ++i) {
+    items[i].stream = "stream-a";
+    items[i].seq = i * 1000;
+    items[i].payload = std::string(i * 70, 'x');  // 0, 70, 140 (2-byte length), 210.
+    items[i].produced_at_us = i == 1 ? 0 : -5 + static_cast<int64_t>(i);
+  }
+  items[1].AddOutput("more");
+  items[1].AddOutput("");
+  items[2].Drop();
+  auto failure = std::make_shared<ItemFailure>();
+  *failure = {.op = "exec", .reason = "", .detail = "d", .worker = "w", .attempts = 0};
+  items[3].failure = failure;
+  items[3].stream = "b";
+
+  wire::Envelope e;
+  e.set_version(3);
+  e.mutable_batch()->set_stream("stream-a");
+  for (const Item& item : items) {
+    wire::Item* w = e.mutable_batch()->add_items();
+    if (item.stream != "stream-a") w->set_stream(item.stream);
+    w->set_seq(item.seq);
+    w->set_payload(item.payload);
+    w->set_produced_at_us(item.produced_at_us);
+    for (const std::string& more : item.more_payloads) w->add_more_payloads(more);
+    w->set_dropped(item.dropped);
+    if (item.failure) {
+      w->mutable_failure()->set_op(item.failure->op);
+      w->mutable_failure()->set_detail(item.failure->detail);
+      w->mutable_failure()->set_worker(item.failure->worker);
+    }
+  }
+  // The generated code writes fields in number order; ours writes the
+  // batch's stream first. Both parse to the same message.
+  FrameEncoder encoder;
+  zmq::message_t frame = encoder.EncodeBatch(items);
+  wire::Envelope parsed;
+  ASSERT_TRUE(parsed.ParseFromArray(frame.data(), static_cast<int>(frame.size())));
+  EXPECT_EQ(parsed.SerializeAsString(), e.SerializeAsString());
+  EXPECT_EQ(frame.size(), e.ByteSizeLong());
+}
+
+// Frames of versions 1 and 2 (each item names its stream) still decode.
+TEST(EnvelopeCodec, Version1And2FramesStillDecode) {
+  for (uint32_t version : {1u, 2u}) {
+    wire::Envelope e = ValidBatch();
+    e.set_version(version);
+    std::vector<Item> out;
+    ASSERT_EQ(Decode(Serialize(e), out), std::nullopt) << version;
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(out[0].stream, "s1");
+    EXPECT_EQ(out[0].seq, 7u);
+    EXPECT_EQ(out[0].payload, "token_7");
+    EXPECT_EQ(out[0].produced_at_us, 123);
+  }
+}
+
+// The decoder reads what protobuf reads: unknown fields are skipped, a
+// field given twice keeps the last value (repeated ones add up), an
+// embedded message given twice is merged, and a later body of another kind
+// replaces the earlier one.
+TEST(EnvelopeCodec, DecoderFollowsProtobufMergeRules) {
+  wire::Envelope first = ValidBatch();
+  first.set_version(3);
+  first.mutable_batch()->mutable_items(0)->add_more_payloads("a");
+  wire::Envelope second;
+  second.mutable_batch()->add_items()->set_seq(8);
+  second.mutable_batch()->set_stream("batch-stream");
+  wire::Item* again = second.mutable_batch()->add_items();
+  again->set_seq(9);
+  again->set_payload("old");
+  std::string bytes = Serialize(first) + Serialize(second);
+  // A third batch adds one more item; unknown fields (number 15, of each
+  // wire type) are skipped; the version given twice keeps the last.
+  wire::Envelope patch;
+  wire::Item* item = patch.mutable_batch()->add_items();
+  item->set_seq(10);
+  item->set_payload("x");
+  bytes += Serialize(patch);
+  bytes += std::string("\x78\x05", 2) + std::string("\x7a\x02hi", 4) +
+           std::string("\x7d\x01\x02\x03\x04", 5) +
+           std::string("\x79\x01\x02\x03\x04\x05\x06\x07\x08", 9) +
+           std::string("\x08\x02", 2);
+  std::vector<Item> out;
+  ASSERT_EQ(Decode(bytes, out), std::nullopt);
+  wire::Envelope reference;
+  ASSERT_TRUE(reference.ParseFromString(bytes));
+  ASSERT_EQ(out.size(), static_cast<size_t>(reference.batch().items_size()));
+  ASSERT_EQ(out.size(), 4u);
+  EXPECT_EQ(out[0].stream, "s1");  // Its own stream wins.
+  EXPECT_EQ(out[0].more_payloads, std::vector<std::string>{"a"});
+  EXPECT_EQ(out[1].stream, "batch-stream");
+  EXPECT_EQ(out[2].payload, "old");
+  EXPECT_EQ(out[3].payload, "x");
+
+  // An end-of-stream after a batch replaces it, as the oneof does.
+  wire::Envelope end;
+  end.mutable_end_of_stream()->set_stream("e");
+  end.mutable_end_of_stream()->set_count(3);
+  out.clear();
+  ASSERT_EQ(Decode(Serialize(first) + Serialize(end), out), std::nullopt);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_TRUE(out[0].end_of_stream);
+  EXPECT_EQ(out[0].count, 3u);
+}
+
+// A frame decodes into a recycled run without disturbing what the run
+// already holds, and a rejected frame leaves it exactly as it was.
+TEST(EnvelopeCodec, DecodingAppendsToARunAndARejectLeavesItUnchanged) {
+  ItemRun run;
+  std::string good = Serialize(ValidBatch());
+  ASSERT_EQ(DecodeFrame(good.data(), good.size(), kDefaultMaxFrameBytes, run),
+            std::nullopt);
+  wire::Envelope bad = ValidBatch();
+  bad.mutable_batch()->add_items()->set_stream("s1");  // No seq: rejected...
+  std::string bytes = Serialize(bad);
+  EXPECT_EQ(DecodeFrame(bytes.data(), bytes.size(), kDefaultMaxFrameBytes, run),
+            RejectReason::kMissingField);
+  ASSERT_EQ(run.size(), 1u);  // ...after it had appended two items.
+  EXPECT_EQ(run[0].payload, "token_7");
+  run.Clear();
+  ASSERT_EQ(DecodeFrame(good.data(), good.size(), kDefaultMaxFrameBytes, run),
+            std::nullopt);
+  ASSERT_EQ(run.size(), 1u);  // A reused slot holds nothing of before.
+  EXPECT_EQ(run[0].more_payloads.size(), 0u);
+  EXPECT_FALSE(run[0].failed());
+}
+
+// Fan-out, drops and failures round-trip, and a reused encoder does not
+// carry them over into the next, plain frame.
+TEST(EnvelopeCodec, FanOutDropAndFailureRoundTrip) {
   std::vector<Item> items(3);
   for (uint64_t i = 0; i < 3; ++i) {
     items[i].stream = "s";
@@ -142,7 +289,7 @@ TEST(EnvelopeCodec, FanOutDropAndFailureRoundTripAsVersion2) {
   zmq::message_t frame = encoder.EncodeBatch(items);
   wire::Envelope e;
   ASSERT_TRUE(e.ParseFromArray(frame.data(), static_cast<int>(frame.size())));
-  EXPECT_EQ(e.version(), 2u);
+  EXPECT_EQ(e.version(), 3u);
   std::vector<Item> out;
   ASSERT_EQ(DecodeFrame(frame.data(), frame.size(), kDefaultMaxFrameBytes, out),
             std::nullopt);
@@ -167,7 +314,7 @@ TEST(EnvelopeCodec, FanOutDropAndFailureRoundTripAsVersion2) {
   ASSERT_EQ(DecodeFrame(frame.data(), frame.size(), kDefaultMaxFrameBytes, out),
             std::nullopt);
   ASSERT_TRUE(e.ParseFromArray(frame.data(), static_cast<int>(frame.size())));
-  EXPECT_EQ(e.version(), 1u);
+  EXPECT_EQ(e.version(), 3u);
   for (const Item& item : out) {
     EXPECT_FALSE(item.failed());
     EXPECT_FALSE(item.dropped);
@@ -177,7 +324,7 @@ TEST(EnvelopeCodec, FanOutDropAndFailureRoundTripAsVersion2) {
 
 TEST(EnvelopeCodec, RejectsUnknownVersion) {
   wire::Envelope e = ValidBatch();
-  e.set_version(3);
+  e.set_version(4);
   std::vector<Item> out;
   EXPECT_EQ(Decode(Serialize(e), out), RejectReason::kBadVersion);
   e.set_version(0);

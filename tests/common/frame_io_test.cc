@@ -41,36 +41,45 @@ class FrameIo : public ::testing::TestWithParam<std::string> {};
 TEST_P(FrameIo, SendLoopBatchesItemsAndSendsEndOfStreamInItsOwnFrame) {
   auto pair = Connect(GetParam());
   StopSignal stop;
-  BoundedQueue<Item> out(100);
+  BoundedQueue<ItemRun> out(100);
+  RunPool pool;
+  // Runs of 3 items: the loop packs across them, 4 items a frame.
+  ItemRun run;
   for (uint64_t i = 0; i < 10; ++i) {
-    Item item;
+    Item& item = run.Append();
     item.stream = "s";
     item.seq = i;
     item.payload = std::to_string(i);
-    ASSERT_TRUE(out.Push(std::move(item)));
+    if (run.size() == 3) ASSERT_TRUE(out.Push(std::move(run)));
   }
-  ASSERT_TRUE(out.Push(Item::EndOfStream("s", 10)));
+  run.Append(Item::EndOfStream("s", 10));
+  ASSERT_TRUE(out.Push(std::move(run)));
   out.Close();
   SendCounters sent;
   SendOptions options;
   options.batch_items = 4;
-  ASSERT_TRUE(SendLoop(pair->push.socket, stop, options, out, sent).ok());
+  ASSERT_TRUE(SendLoop(pair->push.socket, stop, options, out, pool, sent).ok());
   EXPECT_EQ(sent.tx_items.value(), 10u);
   EXPECT_EQ(sent.tx_end_of_stream.value(), 1u);
   EXPECT_EQ(sent.tx_frames.value(), 4u);  // 4 + 4 + 2 items, then the end.
 
-  BoundedQueue<Item> in(100);
+  BoundedQueue<ItemRun> in(100);
   ReceiveCounters received;
   ReceiveOptions receive;
   receive.idle_timeout = std::chrono::milliseconds(300);
-  auto end = ReceiveLoop(pair->pull.socket, stop, receive, in, received);
+  auto end = ReceiveLoop(pair->pull.socket, stop, receive, in, pool, received);
   ASSERT_TRUE(end.ok());
   EXPECT_EQ(*end, ReceiveEnd::kIdle);
   EXPECT_EQ(received.rx_items.value(), 10u);
   EXPECT_EQ(received.rx_end_of_stream.value(), 1u);
   in.Close();
+  std::vector<ItemRun> runs;
+  while (in.PopUpTo(100, runs) > 0) {
+  }
+  ASSERT_EQ(runs.size(), 4u);  // A run per frame.
   std::vector<Item> items;
-  while (in.PopUpTo(100, items) > 0) {
+  for (ItemRun& r : runs) {
+    for (Item& item : r) items.push_back(std::move(item));
   }
   ASSERT_EQ(items.size(), 11u);
   for (uint64_t i = 0; i < 10; ++i) EXPECT_EQ(items[i].seq, i);
@@ -95,12 +104,13 @@ TEST_P(FrameIo, ReceiveLoopCountsRejectsByReasonAndKeepsServing) {
   ASSERT_TRUE(pair->push.socket.send(end, zmq::send_flags::none));
 
   StopSignal stop;
-  BoundedQueue<Item> in(100);
+  BoundedQueue<ItemRun> in(100);
+  RunPool pool;
   ReceiveCounters counters;
   ReceiveOptions options;
   options.max_frame_bytes = 1000;
   options.idle_timeout = std::chrono::milliseconds(300);
-  auto result = ReceiveLoop(pair->pull.socket, stop, options, in, counters);
+  auto result = ReceiveLoop(pair->pull.socket, stop, options, in, pool, counters);
   ASSERT_TRUE(result.ok());
   EXPECT_EQ(counters.rejected.value(RejectReason::kParseError), 1u);
   EXPECT_EQ(counters.rejected.value(RejectReason::kBadVersion), 1u);
@@ -113,10 +123,11 @@ TEST_P(FrameIo, ReceiveLoopCountsRejectsByReasonAndKeepsServing) {
 TEST_P(FrameIo, ReceiveLoopReturnsPromptlyOnStop) {
   auto pair = Connect(GetParam());
   StopSignal stop;
-  BoundedQueue<Item> in(1);
+  BoundedQueue<ItemRun> in(1);
+  RunPool pool;
   ReceiveCounters counters;
   std::thread stopper([&] { stop.Request(); });
-  auto result = ReceiveLoop(pair->pull.socket, stop, {}, in, counters);
+  auto result = ReceiveLoop(pair->pull.socket, stop, {}, in, pool, counters);
   stopper.join();
   ASSERT_TRUE(result.ok());
   EXPECT_EQ(*result, ReceiveEnd::kStopped);
@@ -132,13 +143,16 @@ TEST_P(FrameIo, SendLoopGivesUpAfterTheDrainTimeoutWhenNobodyReceives) {
   ASSERT_TRUE(push.ok());
   StopSignal stop;
   stop.Request();
-  BoundedQueue<Item> out(10);
-  ASSERT_TRUE(out.Push(Item::EndOfStream("s", 0)));
+  BoundedQueue<ItemRun> out(10);
+  RunPool pool;
+  ItemRun run;
+  run.Append(Item::EndOfStream("s", 0));
+  ASSERT_TRUE(out.Push(std::move(run)));
   out.Close();
   SendCounters counters;
   SendOptions options;
   options.drain_timeout = std::chrono::milliseconds(100);
-  Status status = SendLoop(push->socket, stop, options, out, counters);
+  Status status = SendLoop(push->socket, stop, options, out, pool, counters);
   EXPECT_EQ(status.code(), StatusCode::kUnavailable);
   EXPECT_EQ(counters.tx_frames.value(), 0u);
   push->socket.set(zmq::sockopt::linger, 0);

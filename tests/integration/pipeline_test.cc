@@ -121,7 +121,7 @@ TEST(Pipeline, BadFramesInjectedIntoARunningStageAndSinkAreCountedAndTheJobCompl
   const std::vector<std::string> bad = {
       std::string("\x0a\xff\xff\xff\xff garbage", 13),  // parse_error
       BatchFrame("s", {1, 2, 3}).substr(0, 9),          // truncated
-      VersionedFrame(3),                                // bad_version
+      VersionedFrame(4),                                // bad_version
       std::string(80000, '\x01'),                       // too_large
   };
   for (int round = 0; round < 2; ++round) {  // One round per token worker.

@@ -35,15 +35,20 @@ std::vector<Item> RunThrough(OpPlan plan, std::vector<Item> items,
   auto runner = OpRunner::Create(plan, no_flags, counters);
   EXPECT_TRUE(runner.ok()) << runner.status().message();
   if (!runner.ok()) return {};
-  BoundedQueue<Item> in(16), out(16);
-  EXPECT_TRUE((*runner)->Start(in, out).ok());
-  std::thread feeder([&] {
-    for (Item& item : items) EXPECT_TRUE(in.Push(std::move(item)));
-    in.Close();
-  });
+  std::mutex mu;
   std::vector<Item> result;
-  while (auto item = out.Pop()) result.push_back(std::move(*item));
-  feeder.join();
+  EXPECT_TRUE((*runner)->Start([&](ItemRun run) {
+                std::lock_guard<std::mutex> lock(mu);
+                for (Item& item : run) result.push_back(std::move(item));
+              }).ok());
+  // Runs of up to 5 items, as frames would bring them.
+  ItemRun run;
+  for (Item& item : items) {
+    run.Append(std::move(item));
+    if (run.size() == 5) (*runner)->Submit(std::exchange(run, ItemRun()));
+  }
+  if (!run.empty()) (*runner)->Submit(std::move(run));
+  (*runner)->Close();
   (*runner)->Join();
   std::stable_sort(result.begin(), result.end(), [](const Item& a, const Item& b) {
     return std::make_pair(a.end_of_stream, a.seq) < std::make_pair(b.end_of_stream, b.seq);
