@@ -221,6 +221,17 @@ class TaskQueue {
   bool closed_ = false;      // Guarded by mu_.
 };
 
+// Queues `run` as runs of `chunk` items (the last may be shorter).
+void SplitAndPush(ItemRun run, size_t chunk, TaskQueue& tasks) {
+  for (size_t at = 0; at < run.size(); at += chunk) {
+    ItemRun part;
+    for (size_t i = at; i < std::min(run.size(), at + chunk); ++i) {
+      part.Append(std::move(run[i]));
+    }
+    tasks.Push(std::move(part));
+  }
+}
+
 // The measured cost of an op, in wall-clock nanoseconds per item, smoothed.
 // Samples far above the estimate are clamped (a preempted thread is not a
 // slow op), unless they are huge (an op that blocks is, at once).
@@ -296,7 +307,16 @@ class SyncRunner : public OpRunner {
     return Status::Ok();
   }
 
-  void Submit(ItemRun run) override { tasks_.Push(std::move(run)); }
+  void Submit(ItemRun run) override {
+    const size_t chunk = Chunk();
+    if (chunk >= run.size()) {
+      tasks_.Push(std::move(run));
+      return;
+    }
+    // A slow op: each chunk travels on as soon as it is done, instead of
+    // waiting for the slowest item of the frame it came in.
+    SplitAndPush(std::move(run), chunk, tasks_);
+  }
 
   bool cheap() const override {
     return cost_.cheap() && !inline_failed_.load(std::memory_order_relaxed);
@@ -572,7 +592,8 @@ class AsyncRunner : public OpRunner {
     return Status::Ok();
   }
 
-  void Submit(ItemRun run) override { tasks_.Push(std::move(run)); }
+  // Each item travels on as soon as it completes.
+  void Submit(ItemRun run) override { SplitAndPush(std::move(run), 1, tasks_); }
 
   void Close() override { tasks_.Close(); }
 

@@ -174,10 +174,8 @@ class StageIo {
       if (items[outbox_at].revents & ZMQ_POLLIN) {
         back.clear();
         outbox_.TakeAll(back);
-        for (ItemRun& run : back) {
-          submitted_ -= run.size();
-          Emit(run);
-        }
+        for (const ItemRun& run : back) submitted_ -= run.size();
+        Emit(back);  // Packed together: a slow op returns runs of one item.
       }
       if (in_at >= 0 && (items[in_at].revents & ZMQ_POLLIN)) {
         // A few frames at a time, then the other sockets get their turn.
@@ -192,7 +190,7 @@ class StageIo {
           const size_t size = run.size();
           held_ += size;
           if (Forward(0, run)) {
-            Emit(run);
+            Emit(std::span<ItemRun>(&run, 1));
           } else {
             submitted_ += size;
           }
@@ -209,11 +207,13 @@ class StageIo {
     return run;
   }
 
-  // Encodes `run` into frames waiting to be sent, and keeps the run for
+  // Encodes `runs` into frames waiting to be sent, and keeps the runs for
   // reuse.
-  void Emit(ItemRun& run) {
+  void Emit(std::span<ItemRun> runs) {
     gather_.clear();
-    for (const Item& item : run) gather_.push_back(&item);
+    for (const ItemRun& run : runs) {
+      for (const Item& item : run) gather_.push_back(&item);
+    }
     (void)PackFrames(std::span<const Item* const>(gather_), options_.flags.send,
                      encoder_, [&](zmq::message_t f, size_t n_items, bool end) {
                        const size_t count = end ? 1 : n_items;
@@ -221,8 +221,10 @@ class StageIo {
                        pending_items_ += count;
                        return Status::Ok();
                      });
-    run.Clear();
-    if (spare_.size() < kSpareRuns) spare_.push_back(std::move(run));
+    for (ItemRun& run : runs) {
+      run.Clear();
+      if (spare_.size() < kSpareRuns) spare_.push_back(std::move(run));
+    }
   }
 
   // Sends what is pending until the socket would block.
