@@ -72,14 +72,30 @@ constexpr uint32_t Tag(uint32_t field, uint32_t wire_type) {
   return (field << 3) | wire_type;
 }
 
+// Reads the length of a length-delimited field as protobuf's parser does:
+// a varint of at most 5 bytes, below 2^31. (CodedInputStream takes up to 10
+// bytes.)
+bool ReadLength(pbio::CodedInputStream& in, int& length) {
+  const int at = in.CurrentPosition();
+  return in.ReadVarintSizeAsInt(&length) && in.CurrentPosition() - at <= 5;
+}
+
 // Reads a length-delimited field's bytes as a view into the frame.
 bool ReadView(pbio::CodedInputStream& in, const char* base,
               std::string_view& out) {
   int length = 0;
-  if (!in.ReadVarintSizeAsInt(&length)) return false;
+  if (!ReadLength(in, length)) return false;
   const int at = in.CurrentPosition();
   if (!in.Skip(length)) return false;
   out = std::string_view(base + at, static_cast<size_t>(length));
+  return true;
+}
+
+// Reads a length-delimited field's bytes into `out` (reusing its capacity).
+bool ReadInto(pbio::CodedInputStream& in, const char* base, std::string& out) {
+  std::string_view view;
+  if (!ReadView(in, base, view)) return false;
+  out.assign(view);
   return true;
 }
 
@@ -115,7 +131,7 @@ bool SkipField(pbio::CodedInputStream& in, uint32_t tag, int depth = 0) {
       return in.Skip(8);
     case 2: {  // Length-delimited.
       int length = 0;
-      return in.ReadVarintSizeAsInt(&length) && in.Skip(length);
+      return ReadLength(in, length) && in.Skip(length);
     }
     case 3: {  // Start of a group: skip to its end.
       if (depth >= kMaxGroupDepth) return false;
@@ -139,7 +155,7 @@ bool SkipField(pbio::CodedInputStream& in, uint32_t tag, int depth = 0) {
 template <typename Fn>
 bool ReadMessage(pbio::CodedInputStream& in, Fn&& field) {
   int length = 0;
-  if (!in.ReadVarintSizeAsInt(&length)) return false;
+  if (!ReadLength(in, length)) return false;
   // CodedInputStream would clamp a length past the end to the end; a
   // message cut short is a parse error, as protobuf's parser says.
   if (length > in.BytesUntilLimit()) return false;
@@ -160,26 +176,17 @@ bool ReadMessage(pbio::CodedInputStream& in, Fn&& field) {
 bool ReadFailure(pbio::CodedInputStream& in, const char* base,
                  ItemFailure& failure) {
   return ReadMessage(in, [&](uint32_t tag, bool& handled) {
-    std::string_view view;
     uint64_t value = 0;
     handled = true;
     switch (tag) {
       case Tag(1, kLengthDelimited):
-        if (!ReadView(in, base, view)) return false;
-        failure.op.assign(view);
-        return true;
+        return ReadInto(in, base, failure.op);
       case Tag(2, kLengthDelimited):
-        if (!ReadView(in, base, view)) return false;
-        failure.reason.assign(view);
-        return true;
+        return ReadInto(in, base, failure.reason);
       case Tag(3, kLengthDelimited):
-        if (!ReadView(in, base, view)) return false;
-        failure.detail.assign(view);
-        return true;
+        return ReadInto(in, base, failure.detail);
       case Tag(4, kLengthDelimited):
-        if (!ReadView(in, base, view)) return false;
-        failure.worker.assign(view);
-        return true;
+        return ReadInto(in, base, failure.worker);
       case Tag(5, kVarint):
         if (!ReadVarint(in, value)) return false;
         failure.attempts = static_cast<uint32_t>(value);
@@ -199,18 +206,14 @@ bool ReadItem(pbio::CodedInputStream& in, const char* base, Item& item,
     handled = true;
     switch (tag) {
       case Tag(1, kLengthDelimited):
-        if (!ReadView(in, base, view)) return false;
-        item.stream.assign(view);
-        return true;
+        return ReadInto(in, base, item.stream);
       case Tag(2, kVarint):
         if (!ReadVarint(in, value)) return false;
         item.seq = value;
         has_seq = true;
         return true;
       case Tag(3, kLengthDelimited):
-        if (!ReadView(in, base, view)) return false;
-        item.payload.assign(view);
-        return true;
+        return ReadInto(in, base, item.payload);
       case Tag(4, kVarint):
         if (!ReadVarint(in, value)) return false;
         item.produced_at_us = static_cast<int64_t>(value);

@@ -79,13 +79,6 @@ class ItemRun {
   // Empties the run; its storage stays for reuse.
   void Clear() { size_ = 0; }
 
-  // Data items in the run (end-of-stream markers not counted).
-  size_t data_items() const {
-    size_t n = 0;
-    for (const Item& item : *this) n += item.end_of_stream ? 0 : 1;
-    return n;
-  }
-
  private:
   static void Reset(Item& item) {
     item.stream.clear();

@@ -248,6 +248,23 @@ TEST(EnvelopeCodec, DecoderFollowsProtobufMergeRules) {
   EXPECT_EQ(out[0].count, 3u);
 }
 
+// Where CodedInputStream alone would be laxer than protobuf's parser, the
+// decoder is not: a length or tag of too many bytes, a submessage that runs
+// past the end of the frame. (Found by the fuzzer's parity check.)
+TEST(EnvelopeCodec, OverlongVarintsAndShortSubmessagesAreParseErrors) {
+  std::vector<Item> out;
+  // Version 1, then a batch whose length (1) is written in 6 bytes.
+  EXPECT_EQ(Decode(std::string("\x08\x01\x12\x81\x80\x80\x80\x80\x00\x00", 10), out),
+            RejectReason::kParseError);
+  // An unknown field's tag written in 6 bytes.
+  EXPECT_EQ(Decode(std::string("\x08\x01\xf8\x80\x80\x80\x80\x00\x01", 9), out),
+            RejectReason::kParseError);
+  // An end-of-stream whose length says 828 bytes; 6 follow.
+  EXPECT_EQ(Decode(std::string("\x08\x01\x1a\xbc\x06\x0a\x02s1\x10\x0a", 11), out),
+            RejectReason::kParseError);
+  EXPECT_TRUE(out.empty());
+}
+
 // A frame decodes into a recycled run without disturbing what the run
 // already holds, and a rejected frame leaves it exactly as it was.
 TEST(EnvelopeCodec, DecodingAppendsToARunAndARejectLeavesItUnchanged) {
