@@ -1,5 +1,6 @@
 #include "common/envelope_codec.h"
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
@@ -197,6 +198,10 @@ bool ReadFailure(pbio::CodedInputStream& in, const char* base,
   });
 }
 
+uint32_t SaturatedMicros(uint64_t value) {
+  return static_cast<uint32_t>(std::min<uint64_t>(value, UINT32_MAX));
+}
+
 bool ReadItem(pbio::CodedInputStream& in, const char* base, Item& item,
               bool& has_seq) {
   std::optional<ItemFailure> failure;
@@ -229,6 +234,14 @@ bool ReadItem(pbio::CodedInputStream& in, const char* base, Item& item,
       case Tag(7, kLengthDelimited):
         if (!failure) failure.emplace();
         return ReadFailure(in, base, *failure);
+      case Tag(8, kVarint):
+        if (!ReadVarint(in, value)) return false;
+        item.queued_us = SaturatedMicros(value);
+        return true;
+      case Tag(9, kVarint):
+        if (!ReadVarint(in, value)) return false;
+        item.op_us = SaturatedMicros(value);
+        return true;
     }
     handled = false;
     return true;
@@ -402,6 +415,10 @@ std::optional<RejectReason> DecodeAck(const void* data, size_t size,
   out.end_of_stream = ack.end_of_stream();
   out.complete = ack.complete();
   out.hello_epoch = ack.hello_epoch();
+  out.queued_us = ack.queued_us();
+  out.op_us = ack.op_us();
+  out.timed_items = ack.timed_items();
+  out.duplicates = ack.duplicates();
   switch (ack.answer()) {
     case wire::WELCOME:
       out.answer = HelloAnswer::kWelcome;
@@ -506,6 +523,8 @@ size_t ItemSize(const Item& item, bool own_stream) {
   for (const std::string& more : item.more_payloads) n += BytesFieldSize(more.size());
   if (item.dropped) n += 2;
   if (item.failure) n += BytesFieldSize(FailureSize(*item.failure));
+  if (item.queued_us != 0) n += VarintFieldSize(item.queued_us);
+  if (item.op_us != 0) n += VarintFieldSize(item.op_us);
   return n;
 }
 
@@ -530,6 +549,8 @@ uint8_t* WriteItem(const Item& item, bool own_stream, uint8_t* p) {
     if (!f.worker.empty()) p = WriteBytesField(Tag(4, kLengthDelimited), f.worker, p);
     if (f.attempts != 0) p = WriteVarintField(Tag(5, kVarint), f.attempts, p);
   }
+  if (item.queued_us != 0) p = WriteVarintField(Tag(8, kVarint), item.queued_us, p);
+  if (item.op_us != 0) p = WriteVarintField(Tag(9, kVarint), item.op_us, p);
   return p;
 }
 
@@ -587,6 +608,10 @@ zmq::message_t FrameEncoder::EncodeAck(const AckMessage& ack) {
   body->set_complete(ack.complete);
   body->set_hello_epoch(ack.hello_epoch);
   body->set_answer(static_cast<wire::HelloAnswer>(ack.answer));
+  body->set_queued_us(ack.queued_us);
+  body->set_op_us(ack.op_us);
+  body->set_timed_items(ack.timed_items);
+  body->set_duplicates(ack.duplicates);
   return Serialize();
 }
 

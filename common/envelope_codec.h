@@ -84,6 +84,12 @@ struct AckMessage {
   bool complete = false;
   uint64_t hello_epoch = 0;  // Nonzero in the frames of a hello's answer.
   HelloAnswer answer = HelloAnswer::kNone;
+  // What the newly acked items said of their time in stages (Ack.queued_us,
+  // op_us, timed_items), and duplicates received since the last ack.
+  uint64_t queued_us = 0;
+  uint64_t op_us = 0;
+  uint64_t timed_items = 0;
+  uint64_t duplicates = 0;
 };
 
 // Decodes an ack frame, with the same checks as DecodeFrame plus the ranges.

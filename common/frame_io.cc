@@ -1,5 +1,6 @@
 #include "common/frame_io.h"
 
+#include <algorithm>
 #include <span>
 #include <string>
 #include <vector>
@@ -117,7 +118,9 @@ Status BatchSender::SendFrame(zmq::message_t frame, uint64_t n_items,
 }
 
 Status BatchSender::Send(std::span<const Item* const> items) {
-  return PackFrames(items, options_, encoder_,
+  SendOptions options = options_;
+  if (frame_items_ > 0) options.batch_items = std::min(options.batch_items, frame_items_);
+  return PackFrames(items, options, encoder_,
                     [&](zmq::message_t frame, size_t n_items, bool end) {
                       return SendFrame(std::move(frame), n_items, end);
                     });

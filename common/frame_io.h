@@ -141,6 +141,10 @@ class BatchSender {
   }
   // Items and end-of-stream markers that missed the drain deadline.
   uint64_t unsent() const { return unsent_; }
+  // Caps frames at `n` items below options.batch_items (0: no cap): a
+  // sender spreading work over workers by round-robin keeps frames small
+  // when it has few items in flight per worker.
+  void set_frame_items(size_t n) { frame_items_ = n; }
 
  private:
   Status SendFrame(zmq::message_t frame, uint64_t n_items, bool end);
@@ -154,6 +158,7 @@ class BatchSender {
   std::optional<std::chrono::steady_clock::time_point> deadline_;
   std::optional<std::chrono::steady_clock::time_point> give_up_;
   uint64_t unsent_ = 0;
+  size_t frame_items_ = 0;
 };
 
 // Sends everything that comes through `queue` until the queue is closed and

@@ -85,6 +85,8 @@ class ItemRun {
     item.seq = 0;
     item.payload.clear();
     item.produced_at_us = 0;
+    item.queued_us = 0;
+    item.op_us = 0;
     item.more_payloads.clear();
     item.failure.reset();
     item.count = 0;

@@ -6,14 +6,53 @@
 
 namespace sluice {
 
+namespace {
+
+constexpr int kMinOverdueFactor = 2;
+constexpr int kMaxOverdueFactor = 8;
+// Quiet periods (of the longest-RTT window) before the factor shrinks.
+constexpr int kQuietPeriodsToShrink = 16;
+constexpr double kMinTargetWaitUs = 1000;
+// Round-robin hands items to workers in turn, not to the one with a free
+// slot, so a worker keeps a few ready: measured, 0.5 x the op time per item
+// left 55% of 40 slots busy, 2 x 90%, 4 x 95% (20 workers of 2 threads).
+constexpr double kTargetWaitPerOpTime = 4;
+
+double Ms(std::chrono::steady_clock::duration d) {
+  return std::chrono::duration<double, std::milli>(d).count();
+}
+
+}  // namespace
+
 InflightWindow::InflightWindow(size_t capacity,
-                               const RetransmitOptions& options)
-    : capacity_(capacity), options_(options), ring_(capacity),
-      last_progress_(Clock::now()) {}
+                               const RetransmitOptions& options,
+                               const FlowOptions& flow)
+    : capacity_(capacity), options_(options), ring_(capacity), flow_(flow),
+      limit_(static_cast<double>(std::clamp(flow.initial_limit, size_t{1}, capacity))),
+      last_progress_(Clock::now()) {
+  rtt_period_start_ = round_start_ = last_dsack_ = last_progress_;
+}
 
 size_t InflightWindow::room() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return capacity_ - static_cast<size_t>(next_ - base_);
+  const size_t span_room = capacity_ - static_cast<size_t>(next_ - base_);
+  const size_t limit = static_cast<size_t>(limit_);
+  const size_t flow_room = limit > data_entries_ ? limit - data_entries_ : 0;
+  return std::min(span_room, flow_room);
+}
+
+size_t InflightWindow::limit() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<size_t>(limit_);
+}
+
+size_t InflightWindow::FrameItems(size_t batch_items) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  // Before the first round trip nothing says how fast the workers are:
+  // one item per frame spreads the first burst evenly over them.
+  if (!have_rtt_ && flow_.peers > 1) return 1;
+  const size_t per_peer = static_cast<size_t>(limit_) / (8 * std::max<size_t>(1, flow_.peers));
+  return std::clamp<size_t>(per_peer, 1, std::max<size_t>(1, batch_items));
 }
 
 InflightWindow::Entry* InflightWindow::Find(uint64_t key) {
@@ -33,23 +72,102 @@ InflightWindow::Clock::duration InflightWindow::Rto() const {
       std::chrono::duration<double, std::milli>(backed_off));
 }
 
-InflightWindow::Clock::duration InflightWindow::ReorderWindow() const {
-  // How far behind another worker may be before an item counts as lost.
-  double ms = std::max(static_cast<double>(options_.min_rto.count()),
-                       have_rtt_ ? srtt_ms_ / 2 + 4 * rttvar_ms_ : 0.0);
-  return std::chrono::duration_cast<Clock::duration>(
-      std::chrono::duration<double, std::milli>(ms));
+InflightWindow::Clock::duration InflightWindow::Overdue() const {
+  const Clock::duration longest = std::max(rtt_max_now_, rtt_max_before_);
+  if (longest == Clock::duration::zero()) return Rto();
+  return overdue_factor_ * longest + options_.min_rto;
+}
+
+void InflightWindow::NoteRtt(Clock::duration sample, Clock::time_point now) {
+  const auto period = std::max<Clock::duration>(
+      std::chrono::seconds(1),
+      std::chrono::duration_cast<Clock::duration>(
+          std::chrono::duration<double, std::milli>(8 * srtt_ms_)));
+  if (now - rtt_period_start_ >= period) {
+    rtt_max_before_ = rtt_max_now_;
+    rtt_max_now_ = Clock::duration::zero();
+    rtt_period_start_ = now;
+  }
+  rtt_max_now_ = std::max(rtt_max_now_, sample);
+}
+
+void InflightWindow::Adapt(const AckMessage& ack, size_t released,
+                           Clock::time_point now) {
+  // D-SACK: a duplicate reached the sink. If we resent anything, a resend
+  // was needless: wait longer before the next (once per round trip).
+  const auto quiet = std::max<Clock::duration>(
+      std::chrono::seconds(1),
+      std::chrono::duration_cast<Clock::duration>(
+          std::chrono::duration<double, std::milli>(8 * srtt_ms_)));
+  if (ack.duplicates > 0) {
+    duplicates_reported_ += ack.duplicates;
+    if (retransmits_ > 0 &&
+        Ms(now - last_dsack_) >= std::max(srtt_ms_, 1.0)) {
+      overdue_factor_ = std::min(kMaxOverdueFactor, overdue_factor_ + 1);
+      last_dsack_ = now;
+    }
+  } else if (overdue_factor_ > kMinOverdueFactor &&
+             now - last_dsack_ >= kQuietPeriodsToShrink * quiet) {
+    --overdue_factor_;
+    last_dsack_ = now;
+  }
+  if (released == 0 || ack.complete) return;
+
+  // How long the newly acked items waited for, and spent in, slow ops.
+  double queued = 0, op = 0;
+  if (ack.timed_items > 0) {
+    queued = static_cast<double>(ack.queued_us) / static_cast<double>(ack.timed_items);
+    op = static_cast<double>(ack.op_us) / static_cast<double>(ack.timed_items);
+    have_timing_ = true;
+  }
+  queued_us_ = 0.75 * queued_us_ + 0.25 * queued;
+  op_us_ = 0.75 * op_us_ + 0.25 * op;
+  const double target = std::max(kMinTargetWaitUs, op_us_ * kTargetWaitPerOpTime);
+  const double capacity = static_cast<double>(capacity_);
+  const double floor = static_cast<double>(std::max(flow_.min_limit, flow_.peers));
+
+  // Slow start: grow by what each ack releases (doubling per round trip)
+  // until items start to wait.
+  if (slow_start_) {
+    if (queued_us_ <= target) {
+      limit_ = std::min(capacity, limit_ + static_cast<double>(released));
+    } else {
+      slow_start_ = false;
+    }
+  }
+  // Throughput, and the correction, once per round trip (at least 10 ms).
+  round_released_ += released;
+  const double round_ms = std::max(10.0, have_rtt_ ? srtt_ms_ : 0.0);
+  const double elapsed_ms = Ms(now - round_start_);
+  if (elapsed_ms < round_ms) return;
+  const double sample = static_cast<double>(round_released_) * 1000 / elapsed_ms;
+  rate_ = rate_ == 0 ? sample : 0.5 * rate_ + 0.5 * sample;
+  round_start_ = now;
+  round_released_ = 0;
+  if (slow_start_) return;
+  if (!have_timing_) {  // Nothing measured: nothing waits for a slow op.
+    limit_ = std::min(capacity, limit_ * 2);
+    return;
+  }
+  // Little's law: items waiting = rate x wait. Move halfway to the target,
+  // at most halving or growing by half at a time.
+  const double step = 0.5 * rate_ * (target - queued_us_) / 1e6;
+  limit_ = std::clamp(limit_ + step, limit_ * 0.5, limit_ * 1.5);
+  limit_ = std::clamp(limit_, std::min(floor, capacity), capacity);
 }
 
 size_t InflightWindow::Fitting(std::span<const Item> items) const {
   std::lock_guard<std::mutex> lock(mu_);
   std::optional<uint64_t> base;
   if (data_entries_ > 0) base = base_;
+  const size_t limit = static_cast<size_t>(limit_);
+  size_t flow_room = limit > data_entries_ ? limit - data_entries_ : 0;
   size_t n = 0;
   for (const Item& item : items) {
     if (!item.end_of_stream) {
       if (!base) base = item.seq;
-      if (item.seq - *base >= capacity_) break;
+      if (item.seq - *base >= capacity_ || flow_room == 0) break;
+      --flow_room;
     }
     ++n;
   }
@@ -87,9 +205,8 @@ bool InflightWindow::Release(uint64_t key, Clock::time_point now,
   if (e.attempts == 1 && key != kEndKey) {
     Clock::duration rtt = now - e.sent_at;
     if (!sample || rtt > *sample) sample = rtt;
-    if (!rack_sent_at_ || e.sent_at > *rack_sent_at_) {
-      rack_sent_at_ = e.sent_at;
-      rack_rtt_ = rtt;
+    if (!latest_acked_sent_at_ || e.sent_at > *latest_acked_sent_at_) {
+      latest_acked_sent_at_ = e.sent_at;
     }
   }
   e.outstanding = false;
@@ -130,6 +247,7 @@ size_t InflightWindow::Ack(const AckMessage& ack, Clock::time_point now) {
       if (ack.end_of_stream) released += Release(kEndKey, now, sample);
     }
     if (sample) {
+      NoteRtt(*sample, now);
       double r = std::chrono::duration<double, std::milli>(*sample).count();
       if (!have_rtt_) {
         srtt_ms_ = r;
@@ -140,6 +258,7 @@ size_t InflightWindow::Ack(const AckMessage& ack, Clock::time_point now) {
         srtt_ms_ = 0.875 * srtt_ms_ + 0.125 * r;
       }
     }
+    Adapt(ack, released, now);
     if (released > 0) {
       last_progress_ = now;
       backoff_ = 0;
@@ -164,9 +283,9 @@ std::optional<InflightWindow::Clock::time_point> InflightWindow::NextCheck() {
   const Sent& oldest = sent_.front();
   // RTO fallback: no progress for an RTO, and the oldest is that old.
   Clock::time_point next = std::max(last_progress_, oldest.at) + Rto();
-  // RACK: something sent later was acked.
-  if (rack_sent_at_ && oldest.at < *rack_sent_at_) {
-    next = std::min(next, oldest.at + rack_rtt_ + ReorderWindow());
+  // Overdue: something sent later was acked.
+  if (latest_acked_sent_at_ && oldest.at < *latest_acked_sent_at_) {
+    next = std::min(next, oldest.at + Overdue());
   }
   return next;
 }
@@ -180,12 +299,12 @@ size_t InflightWindow::TakeExpired(Clock::time_point now, size_t max,
     PruneSent();
     if (sent_.empty()) break;
     const Sent oldest = sent_.front();
-    bool rack_lost = rack_sent_at_ && oldest.at < *rack_sent_at_ &&
-                     now >= oldest.at + rack_rtt_ + ReorderWindow();
+    bool overdue = latest_acked_sent_at_ && oldest.at < *latest_acked_sent_at_ &&
+                   now >= oldest.at + Overdue();
     bool rto_lost = now >= std::max(last_progress_, oldest.at) + Rto() ||
                     (rto_fired && now >= oldest.at + Rto());
-    if (!rack_lost && !rto_lost) break;
-    if (rto_lost && !rack_lost) rto_fired = true;
+    if (!overdue && !rto_lost) break;
+    if (rto_lost && !overdue) rto_fired = true;
     sent_.pop_front();
     Entry& e = *Find(oldest.key);
     e.attempts += 1;
@@ -238,6 +357,21 @@ std::chrono::milliseconds InflightWindow::rto() const {
 uint64_t InflightWindow::retransmits() const {
   std::lock_guard<std::mutex> lock(mu_);
   return retransmits_;
+}
+
+uint64_t InflightWindow::duplicates_reported() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return duplicates_reported_;
+}
+
+int InflightWindow::overdue_factor() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return overdue_factor_;
+}
+
+double InflightWindow::queued_us() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return queued_us_;
 }
 
 std::string InflightWindow::DescribeOutstanding(size_t max_listed) const {

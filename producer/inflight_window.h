@@ -8,17 +8,33 @@
 // sink's reorder buffer, which only holds items above the lowest missing
 // one, never needs more than `capacity` either.
 //
-// Loss detection, in the manner of TCP's RACK (RFC 8985) with an RTO
-// fallback, so that a slow but healthy pipeline never sets off a storm of
-// resends while a lost item is found quickly:
-//  - an entry is lost once an entry sent after it has been acknowledged and
-//    it is older than the latest RTT plus a reordering allowance (other
-//    workers may be a little behind);
+// Loss detection, so that a slow but healthy pipeline never sets off a
+// resend while a lost item is found quickly. Parallel workers finish items
+// out of order as a matter of course, so being overtaken is no sign of loss
+// by itself (TCP's RACK, which this started from, assumes one path):
+//  - an entry is overdue, and sent again, once an entry sent after it has
+//    been acknowledged and it has waited longer than `overdue_factor` x the
+//    longest round trip of recent first transmissions, plus the minimum RTO.
+//    The factor starts at 2 and grows (to 8) each time the sink reports a
+//    duplicate, i.e. a resend that was not needed (as TCP's D-SACK tells a
+//    sender); it shrinks again after a quiet spell;
 //  - if no ack makes progress for a retransmit timeout (RTO), the entries
 //    older than the RTO are sent again, and the RTO doubles until progress
 //    resumes. The RTO adapts to the ack latency (RFC 6298: smoothed RTT + 4 x
 //    variation, clamped to [min, max]; Karn's rule: only first transmissions
 //    are timed).
+//
+// Flow control bounds how much of the pipeline's work waits in queues, so
+// that no worker hoards items its siblings could take, a frozen worker holds
+// only a few, and round trips stay short. Stages stamp each item with the
+// time it waited for a slow op (Item::queued_us) and spent in ops (op_us);
+// the sink sums both into its acks. limit() caps the items outstanding: it
+// starts at FlowOptions::initial_limit, grows with each ack while the items
+// barely wait, and otherwise moves, once per round trip, by the measured
+// throughput x (target wait - measured wait), Little's law, where the target
+// wait is half the measured op time per item (so each worker keeps about
+// half an item per busy slot ready) and at least 1 ms. Cheap ops are not
+// timed: a pipeline of them sees no waiting and gets the whole capacity.
 //
 // The end-of-stream is an entry like the items (outside the capacity).
 //
@@ -48,21 +64,36 @@ struct RetransmitOptions {
   std::chrono::milliseconds max_rto{30000};
 };
 
+struct FlowOptions {
+  size_t initial_limit = 1024;  // Items outstanding before any ack.
+  size_t min_limit = 8;
+  size_t peers = 1;  // Workers the output feeds, as far as known (--peers).
+};
+
 class InflightWindow {
  public:
   using Clock = std::chrono::steady_clock;
 
-  InflightWindow(size_t capacity, const RetransmitOptions& options);
+  InflightWindow(size_t capacity, const RetransmitOptions& options,
+                 const FlowOptions& flow = FlowOptions());
   InflightWindow(const InflightWindow&) = delete;
   InflightWindow& operator=(const InflightWindow&) = delete;
 
-  // Data items that may still be added now: capacity minus the span from
-  // the lowest unacknowledged seq to the next one to add.
+  // Data items that may still be added now: the flow limit minus the items
+  // outstanding, and at most the capacity minus the span from the lowest
+  // unacknowledged seq to the next one to add.
   size_t room() const;
+  // The flow limit: most data items outstanding now (<= capacity).
+  size_t limit() const;
+  // Most items per frame now: small while the limit is small against the
+  // peers it is spread over (so that round-robin hands each worker a fair
+  // share), up to `batch_items`.
+  size_t FrameItems(size_t batch_items) const;
   // How many of `items` (in increasing seq order), from the front, may be
-  // added now: the span from the lowest unacknowledged seq (or the first
-  // item's, if none is outstanding) must stay below the capacity. Matters
-  // when seqs skip (a resumed stream): room() alone counts a gap as used.
+  // added now: no more than the flow limit allows, and the span from the
+  // lowest unacknowledged seq (or the first item's, if none is outstanding)
+  // must stay below the capacity. Matters when seqs skip (a resumed
+  // stream): room() alone counts a gap as used.
   size_t Fitting(std::span<const Item> items) const;
   // Records `item` as sent at `now`; keeps a copy. Data items come in
   // increasing seq order and need room() and Fitting().
@@ -83,6 +114,12 @@ class InflightWindow {
   Clock::time_point last_progress() const;
   std::chrono::milliseconds rto() const;
   uint64_t retransmits() const;
+  // Duplicates the sink reported (resends that were not needed).
+  uint64_t duplicates_reported() const;
+  // How many longest-recent-round-trips an overtaken entry may wait.
+  int overdue_factor() const;
+  // Mean time items waited in stages, per the latest acks; microseconds.
+  double queued_us() const;
   // "3 items (seq 5, 9, 12) and the end-of-stream".
   std::string DescribeOutstanding(size_t max_listed) const;
 
@@ -105,8 +142,14 @@ class InflightWindow {
   // The next moment something may be found lost. REQUIRES: mu_.
   std::optional<Clock::time_point> NextCheck();
   Clock::duration Rto() const;           // With backoff. REQUIRES: mu_.
-  Clock::duration ReorderWindow() const; // REQUIRES: mu_.
+  // How long an overtaken entry may wait before it is sent again.
+  Clock::duration Overdue() const;       // REQUIRES: mu_.
   void PruneSent();                      // REQUIRES: mu_.
+  // Updates the longest recent round trip with `sample`. REQUIRES: mu_.
+  void NoteRtt(Clock::duration sample, Clock::time_point now);
+  // Flow control and D-SACK on an ack that released `released` entries.
+  void Adapt(const AckMessage& ack, size_t released,
+             Clock::time_point now);    // REQUIRES: mu_.
 
   const size_t capacity_;
   const RetransmitOptions options_;
@@ -123,9 +166,24 @@ class InflightWindow {
   std::deque<Sent> sent_;                        // Guarded by mu_.
   double srtt_ms_ = 0, rttvar_ms_ = 0;           // Guarded by mu_.
   bool have_rtt_ = false;                        // Guarded by mu_.
-  // RACK state: send time and RTT of the most recently sent entry acked.
-  std::optional<Clock::time_point> rack_sent_at_;  // Guarded by mu_.
-  Clock::duration rack_rtt_{};                   // Guarded by mu_.
+  // Send time of the most recently sent entry acked.
+  std::optional<Clock::time_point> latest_acked_sent_at_;  // Guarded by mu_.
+  // Longest first-transmission round trip in the current and the previous
+  // period (each max(1 s, 8 x srtt) long).
+  Clock::duration rtt_max_now_{}, rtt_max_before_{};  // Guarded by mu_.
+  Clock::time_point rtt_period_start_;           // Guarded by mu_.
+  int overdue_factor_ = 2;                       // Guarded by mu_.
+  Clock::time_point last_dsack_;                 // Guarded by mu_.
+  uint64_t duplicates_reported_ = 0;             // Guarded by mu_.
+  // Flow control (see above).
+  const FlowOptions flow_;
+  double limit_;                                 // Guarded by mu_.
+  bool slow_start_ = true;                       // Guarded by mu_.
+  double queued_us_ = 0, op_us_ = 0;             // Smoothed. Guarded by mu_.
+  bool have_timing_ = false;                     // Guarded by mu_.
+  double rate_ = 0;  // Items acked per second, smoothed. Guarded by mu_.
+  Clock::time_point round_start_;                // Guarded by mu_.
+  uint64_t round_released_ = 0;                  // Guarded by mu_.
   int backoff_ = 0;                              // Guarded by mu_.
   Clock::time_point last_progress_;              // Guarded by mu_.
   uint64_t retransmits_ = 0;                     // Guarded by mu_.

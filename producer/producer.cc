@@ -215,6 +215,9 @@ Status AckLoop(zmq::socket_t& socket, const StopSignal& done,
     }
     counters.ack_frames.Add();
     counters.acked.Add(window.Ack(ack, InflightWindow::Clock::now()));
+    counters.duplicates_reported.Set(window.duplicates_reported());
+    counters.flow_limit.Set(window.limit());
+    counters.stage_wait_us.Set(static_cast<uint64_t>(window.queued_us()));
   }
 }
 
@@ -227,11 +230,12 @@ Status ReliableSendLoop(zmq::socket_t& socket, const StopSignal& stop,
                         ProducerCounters& counters) {
   using Clock = InflightWindow::Clock;
   BatchSender sender(socket, stop, options.flags.send, counters.send);
-  const size_t batch = options.flags.send.batch_items;
+  const size_t batch_items = options.flags.send.batch_items;
   std::vector<Item> items;  // Resends, or items from the backlog.
   std::vector<ItemRun> runs;    // New items, a run at a time.
-  // Items taken from the queue that lie beyond the window's span (the seqs
-  // of a resumed stream skip): sent once the window has moved on.
+  // Items taken from the queue that the window cannot take yet (beyond the
+  // flow limit, or beyond its span when the seqs of a resumed stream skip):
+  // sent once acks make room.
   std::vector<Item> backlog;
   bool input_done = false;
   std::optional<Clock::time_point> stop_deadline;
@@ -246,6 +250,7 @@ Status ReliableSendLoop(zmq::socket_t& socket, const StopSignal& stop,
     sent = fit;
     for (const Item& item : batch.first(fit)) window.Add(item, now);
     sender.set_give_up(window.last_progress() + options.give_up);
+    sender.set_frame_items(window.FrameItems(batch_items));
     return fit == 0 ? Status::Ok()
                     : sender.Send(std::span<const Item>(batch.first(fit)));
   };
@@ -253,9 +258,10 @@ Status ReliableSendLoop(zmq::socket_t& socket, const StopSignal& stop,
     Clock::time_point now = Clock::now();
     if (!stop_deadline && stop.requested()) stop_deadline = now + options.stop_grace;
     items.clear();
-    if (size_t n = window.TakeExpired(now, batch, items); n > 0) {
+    if (size_t n = window.TakeExpired(now, batch_items, items); n > 0) {
       counters.retransmits.Add(n);
       sender.set_give_up(window.last_progress() + options.give_up);
+      sender.set_frame_items(window.FrameItems(batch_items));
       Status s = sender.Send(items);
       if (!s.ok()) return s;
       continue;
@@ -280,7 +286,7 @@ Status ReliableSendLoop(zmq::socket_t& socket, const StopSignal& stop,
       if (stop_deadline && *stop_deadline < *wake) wake = stop_deadline;
     }
     if (!backlog.empty()) {
-      size_t take = std::min(backlog.size(), batch);
+      size_t take = std::min(backlog.size(), batch_items);
       items.assign(std::make_move_iterator(backlog.begin()),
                    std::make_move_iterator(backlog.begin() + take));
       backlog.erase(backlog.begin(), backlog.begin() + take);
@@ -402,6 +408,9 @@ nlohmann::json ProducerCounters::ToJson() const {
   out["retransmits"] = retransmits.value();
   out["resumed"] = resumed.value();
   out["too_large"] = too_large.value();
+  out["duplicates_reported"] = duplicates_reported.value();
+  out["flow_limit"] = flow_limit.value();
+  out["stage_wait_us"] = stage_wait_us.value();
   ack_rejected.AppendTo(out);
   send.AppendTo(out);
   return out;
@@ -556,7 +565,8 @@ Status RunProducer(const ProducerOptions& options, StopSignal& stop,
   }
   Status send_status;
   if (acks_socket) {
-    InflightWindow window(options.window, options.retransmit);
+    InflightWindow window(options.window, options.retransmit,
+                          FlowOptions{.peers = static_cast<size_t>(std::max(1, options.wait_peers))});
     StopSignal acks_done;
     Status ack_status;
     auto ack_thread = StartThread("ack", [&, socket = std::move(*acks_socket)]() mutable {

@@ -78,6 +78,12 @@ struct ProducerCounters {
   Counter retransmits;   // Items and end-of-stream markers sent again.
   Counter resumed;       // Items not sent: the sink already had them.
   Counter too_large;     // Input lines over max_item_bytes, sent as failed.
+  // Resends the sink reported as duplicates (needless: the item was not
+  // lost), and, as gauges, the flow limit (most items in flight now) and
+  // the mean wait of items in stages (microseconds), as the acks tell.
+  Counter duplicates_reported;
+  Counter flow_limit;
+  Counter stage_wait_us;
   RejectCounters ack_rejected;
   SendCounters send;
   nlohmann::json ToJson() const;

@@ -18,9 +18,24 @@ AckPublisher::Pending& AckPublisher::Touch(const std::string& stream,
 }
 
 void AckPublisher::Taken(const std::string& stream, uint64_t seq,
+                         uint32_t queued_us, uint32_t op_us,
                          Clock::time_point now) {
   if (!socket_) return;
-  Touch(stream, now).seqs.push_back(seq);
+  Pending& p = Touch(stream, now);
+  p.seqs.push_back(seq);
+  if (queued_us != 0 || op_us != 0) {
+    p.queued_us += queued_us;
+    p.op_us += op_us;
+    ++p.timed_items;
+  }
+}
+
+void AckPublisher::Duplicate(const std::string& stream, uint64_t seq,
+                             Clock::time_point now) {
+  if (!socket_) return;
+  Pending& p = Touch(stream, now);
+  p.seqs.push_back(seq);
+  ++p.duplicates;
 }
 
 void AckPublisher::EndOfStreamTaken(const std::string& stream,
@@ -125,6 +140,12 @@ Status AckPublisher::Publish(Clock::time_point now, bool all) {
       bool last = i >= p.seqs.size();
       ack.end_of_stream = last && p.end_of_stream;
       ack.complete = last && p.complete;
+      if (last) {
+        ack.queued_us = p.queued_us;
+        ack.op_us = p.op_us;
+        ack.timed_items = p.timed_items;
+        ack.duplicates = p.duplicates;
+      }
       Status s = Send(ack);
       if (!s.ok()) return s;
     } while (i < p.seqs.size());

@@ -4,7 +4,10 @@
 // producers as batched acks on a PUB socket: a stream's pending acks go out
 // once `batch_items` have gathered or the oldest has waited `interval`,
 // whichever comes first; completion goes out at once. Duplicates are acked
-// again (a duplicate means the producer missed an earlier ack).
+// again (a duplicate means the producer missed an earlier ack, or resent an
+// item before its first copy arrived) and counted in the ack. Each ack also
+// sums what its new items said of their time in stages (Item::queued_us,
+// op_us), which the producer's flow control reads.
 //
 // Callers flush the output before Publish(), so an ack never runs ahead of
 // what was handed to the operating system.
@@ -79,7 +82,14 @@ class AckPublisher {
         describe_(std::move(describe)) {}
 
   bool enabled() const { return socket_ != nullptr; }
-  void Taken(const std::string& stream, uint64_t seq, Clock::time_point now);
+  // A new item taken; `queued_us` and `op_us` are its Item fields, summed
+  // into the ack for the producer's flow control.
+  void Taken(const std::string& stream, uint64_t seq, uint32_t queued_us,
+             uint32_t op_us, Clock::time_point now);
+  // A duplicate: acked again (its ack was lost, or it was resent before its
+  // first copy arrived) and counted in the ack, so that the producer learns
+  // of a needless resend.
+  void Duplicate(const std::string& stream, uint64_t seq, Clock::time_point now);
   void EndOfStreamTaken(const std::string& stream, Clock::time_point now);
   void Completed(const std::string& stream, Clock::time_point now);
 
@@ -99,6 +109,7 @@ class AckPublisher {
  private:
   struct Pending {
     std::vector<uint64_t> seqs;
+    uint64_t queued_us = 0, op_us = 0, timed_items = 0, duplicates = 0;
     bool end_of_stream = false;
     bool complete = false;
     bool urgent = false;

@@ -171,14 +171,15 @@ class Accounting {
                 tracker->RecordDropped();
               }
               const uint64_t seq = item.seq;
+              const uint32_t queued_us = item.queued_us, op_us = item.op_us;
               Status s = writer_->Write(std::move(item));
               if (!s.ok()) return s;
-              acks.Taken(tracker->id(), seq, now);
+              acks.Taken(tracker->id(), seq, queued_us, op_us, now);
               break;
             }
             case StreamTracker::Outcome::kDuplicate:
               counters_.duplicates.Add();
-              acks.Taken(item.stream, item.seq, now);  // Its ack was lost.
+              acks.Duplicate(item.stream, item.seq, now);
               break;
             case StreamTracker::Outcome::kOutOfRange:
               counters_.out_of_range.Add();

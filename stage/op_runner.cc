@@ -73,6 +73,15 @@ void MarkFailed(Item& item, const OpPlan& plan, const Status& status,
   item.dropped = false;
 }
 
+// Adds `elapsed` to one of an item's saturating microsecond counters
+// (Item::queued_us, Item::op_us).
+void AddMicros(uint32_t& field, std::chrono::steady_clock::duration elapsed) {
+  const int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count();
+  if (us <= 0) return;
+  field = static_cast<uint32_t>(
+      std::min<uint64_t>(uint64_t{field} + static_cast<uint64_t>(us), UINT32_MAX));
+}
+
 bool Bypasses(const Item& item) { return item.end_of_stream || item.failed(); }
 
 // The op sees each output of a fanned-out item as an item of its own.
@@ -155,6 +164,7 @@ class TaskQueue {
     ItemRun run;
     size_t next = 0;             // First unclaimed item. Guarded by mu_.
     std::atomic<size_t> left{0};  // Items not yet done.
+    std::chrono::steady_clock::time_point pushed_at;  // Set before Push().
   };
   struct Claim {
     Task* task = nullptr;
@@ -171,6 +181,7 @@ class TaskQueue {
   void Push(ItemRun run) {
     auto* task = new Task;
     task->left = run.size();
+    task->pushed_at = std::chrono::steady_clock::now();
     task->run = std::move(run);
     std::unique_lock<std::mutex> lock(mu_);
     tasks_.push_back(task);
@@ -337,7 +348,7 @@ class SyncRunner : public OpRunner {
       }
       inline_worker_ = std::move(*w);
     }
-    Process(*inline_worker_, run.items());
+    Process(*inline_worker_, run.items(), /*stamp=*/false);
     return true;
   }
 
@@ -393,7 +404,13 @@ class SyncRunner : public OpRunner {
 
   void Work(Worker& w) {
     while (std::optional<TaskQueue::Claim> claim = tasks_.Take(Chunk())) {
-      Process(w, claim->items());
+      // The items' time in this stage, for the producer's flow control:
+      // waiting since the run was submitted, then in the op.
+      const auto claimed = std::chrono::steady_clock::now();
+      for (Item& item : claim->items()) {
+        AddMicros(item.queued_us, claimed - claim->task->pushed_at);
+      }
+      Process(w, claim->items(), /*stamp=*/true);
       if (std::optional<ItemRun> done = TaskQueue::Done(claim->task, claim->end - claim->begin)) {
         forward_(std::move(*done));
       }
@@ -401,15 +418,20 @@ class SyncRunner : public OpRunner {
   }
 
   // Runs the op over `run` in slices of at most max_run items (a BatchOp's
-  // most per call), timing it.
-  void Process(Worker& w, std::span<Item> run) {
+  // most per call), timing it; with `stamp`, adds each slice's time per
+  // item to the items' op_us.
+  void Process(Worker& w, std::span<Item> run, bool stamp) {
     const size_t slice = w.batch ? std::max<size_t>(1, plan_.definition->max_run)
                                  : run.size();
     for (size_t at = 0; at < run.size(); at += slice) {
       std::span<Item> part = run.subspan(at, std::min(slice, run.size() - at));
       const auto started = std::chrono::steady_clock::now();
       const size_t worked = ProcessRun(w, part);
-      cost_.Add(std::chrono::steady_clock::now() - started, worked);
+      const auto elapsed = std::chrono::steady_clock::now() - started;
+      cost_.Add(elapsed, worked);
+      if (stamp) {
+        for (Item& item : part) AddMicros(item.op_us, elapsed / part.size());
+      }
     }
   }
 
@@ -631,6 +653,7 @@ class AsyncRunner : public OpRunner {
     int attempts = 0;
     uint32_t generation = 0;
     bool busy = false;
+    std::chrono::steady_clock::time_point began;  // For Item::op_us.
     boost::asio::steady_timer timer;  // Timeout, then retry backoff.
   };
   struct Loop {
@@ -684,6 +707,8 @@ class AsyncRunner : public OpRunner {
     slot.parts.clear();
     slot.next_part = 0;
     Item& item = claim.task->run[claim.begin];
+    slot.began = std::chrono::steady_clock::now();
+    AddMicros(item.queued_us, slot.began - claim.task->pushed_at);
     if (item.more_payloads.empty()) {
       slot.item = std::move(item);
     } else {
@@ -771,6 +796,7 @@ class AsyncRunner : public OpRunner {
     }
     slot.busy = false;
     ++slot.generation;
+    AddMicros(slot.item.op_us, std::chrono::steady_clock::now() - slot.began);
     slot.task->run[slot.index] = std::move(slot.item);
     slot.item = Item();
     TaskQueue::Task* task = slot.task;

@@ -41,6 +41,12 @@ struct Item {
   uint64_t seq = 0;            // Position in the stream (data items).
   std::string payload;         // The content; the first output of an op.
   int64_t produced_at_us = 0;  // Producer's clock, 0 = unknown.
+  // Set by the runtime, not by ops: microseconds this item waited for a
+  // slow op's thread or slot, and spent in such ops, summed over the stages
+  // it passed (saturating). Carried to the sink for the producer's flow
+  // control; 0 where not measured.
+  uint32_t queued_us = 0;
+  uint32_t op_us = 0;
   // Outputs after the first, when an op emitted several (fan-out).
   std::vector<std::string> more_payloads;
   // Set once an op gave up on the item; shared so that Item stays cheap to
@@ -49,7 +55,7 @@ struct Item {
   uint64_t count = 0;          // End-of-stream: number of items.
   bool dropped = false;        // An op dropped it: done, nothing to write.
   bool end_of_stream = false;  // True: this is the stream's end marker.
-  // (The two flags last: no padding between fields, 136 bytes in all.)
+  // (The two flags last: no padding between fields, 144 bytes in all.)
 
   // Appends one more output of this item (fan-out).
   void AddOutput(std::string output) {

@@ -287,6 +287,52 @@ TEST(EnvelopeCodec, DecodingAppendsToARunAndARejectLeavesItUnchanged) {
   EXPECT_FALSE(run[0].failed());
 }
 
+// Time in stages travels with the item (the producer's flow control reads
+// it from the sink's acks); a recycled slot forgets it, or it would grow
+// without end as runs are reused.
+TEST(EnvelopeCodec, StageTimesRoundTripAndARecycledSlotForgetsThem) {
+  std::vector<Item> items(2);
+  for (uint64_t i = 0; i < 2; ++i) {
+    items[i].stream = "s";
+    items[i].seq = i;
+  }
+  items[0].queued_us = 1500;
+  items[0].op_us = 9000;
+  FrameEncoder encoder;
+  zmq::message_t frame = encoder.EncodeBatch(items);
+  wire::Envelope e;
+  ASSERT_TRUE(e.ParseFromArray(frame.data(), static_cast<int>(frame.size())));
+  EXPECT_EQ(e.batch().items(0).queued_us(), 1500u);
+  EXPECT_EQ(e.batch().items(0).op_us(), 9000u);
+  ItemRun run;
+  ASSERT_EQ(DecodeFrame(frame.data(), frame.size(), kDefaultMaxFrameBytes, run),
+            std::nullopt);
+  ASSERT_EQ(run.size(), 2u);
+  EXPECT_EQ(run[0].queued_us, 1500u);
+  EXPECT_EQ(run[0].op_us, 9000u);
+  EXPECT_EQ(run[1].queued_us, 0u);
+  // The same slots, now for a frame whose items carry no times.
+  items[0].queued_us = items[0].op_us = 0;
+  zmq::message_t plain = encoder.EncodeBatch(items);
+  run.Clear();
+  ASSERT_EQ(DecodeFrame(plain.data(), plain.size(), kDefaultMaxFrameBytes, run),
+            std::nullopt);
+  EXPECT_EQ(run[0].queued_us, 0u);
+  EXPECT_EQ(run[0].op_us, 0u);
+  // Values beyond 32 bits saturate.
+  wire::Envelope big;
+  big.set_version(3);
+  wire::Item* item = big.mutable_batch()->add_items();
+  item->set_stream("s");
+  item->set_seq(0);
+  item->set_queued_us(uint64_t{1} << 40);
+  std::string bytes = Serialize(big);
+  run.Clear();
+  ASSERT_EQ(DecodeFrame(bytes.data(), bytes.size(), kDefaultMaxFrameBytes, run),
+            std::nullopt);
+  EXPECT_EQ(run[0].queued_us, UINT32_MAX);
+}
+
 // Fan-out, drops and failures round-trip, and a reused encoder does not
 // carry them over into the next, plain frame.
 TEST(EnvelopeCodec, FanOutDropAndFailureRoundTrip) {

@@ -6,6 +6,7 @@
 //
 // Built with clang (-fsanitize=fuzzer,address,undefined) by `make fuzz`;
 // `make test` runs it briefly on the seeds in tests/fuzz/seeds.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -52,6 +53,8 @@ bool ReferenceAccepts(const uint8_t* data, size_t size, size_t limit,
     item.produced_at_us = w.produced_at_us();
     item.more_payloads.assign(w.more_payloads().begin(), w.more_payloads().end());
     item.dropped = w.dropped();
+    item.queued_us = static_cast<uint32_t>(std::min<uint64_t>(w.queued_us(), UINT32_MAX));
+    item.op_us = static_cast<uint32_t>(std::min<uint64_t>(w.op_us(), UINT32_MAX));
     if (w.has_failure()) {
       item.failure = std::make_shared<ItemFailure>(ItemFailure{
           w.failure().op(), w.failure().reason(), w.failure().detail(),
@@ -65,7 +68,8 @@ bool SameItem(const sluice::Item& a, const sluice::Item& b) {
   if (a.stream != b.stream || a.end_of_stream != b.end_of_stream ||
       a.seq != b.seq || a.count != b.count || a.payload != b.payload ||
       a.produced_at_us != b.produced_at_us || a.more_payloads != b.more_payloads ||
-      a.dropped != b.dropped || a.failed() != b.failed()) {
+      a.dropped != b.dropped || a.failed() != b.failed() ||
+      a.queued_us != b.queued_us || a.op_us != b.op_us) {
     return false;
   }
   if (!a.failed()) return true;

@@ -72,22 +72,142 @@ TEST(InflightWindow, CompleteReleasesEverything) {
   EXPECT_EQ(w.room(), 8u);
 }
 
-// RACK: an item older than a later-sent, acknowledged one by more than the
-// latest RTT plus the reordering allowance is lost; before that it is not.
-TEST(InflightWindow, ItemOvertakenByALaterAckedOneIsResentAfterTheReorderWindow) {
-  InflightWindow w(16, Options());
+// An item overtaken by a later-sent, acknowledged one is resent once it has
+// waited twice the longest recent round trip plus the minimum RTO; not
+// before: parallel workers overtake each other as a matter of course.
+TEST(InflightWindow, ItemOvertakenByALaterAckedOneIsResentOnceOverdue) {
+  InflightWindow w(64, Options());
   const auto t0 = Clock::now();
   w.Add(DataItem(0), t0);
-  w.Add(DataItem(1), t0 + milliseconds(5));
-  w.Ack(AckOf(1, 2), t0 + milliseconds(55));  // RTT 50 ms; 0 is behind.
   std::vector<Item> out;
-  // Allowance is max(min_rto 200 ms, ...): not yet at 100 ms.
-  EXPECT_EQ(w.TakeExpired(t0 + milliseconds(100), 10, out), 0u);
+  // Items 1, 2, ... every 10 ms, each acked 50 ms later; 0 never is.
+  uint64_t next = 1;
+  for (auto now = t0; now < t0 + milliseconds(300); now += milliseconds(5)) {
+    if (now >= t0 + milliseconds(5 + 10 * (next - 1))) w.Add(DataItem(next++), now);
+    for (uint64_t s = 1; s < next; ++s) {
+      if (now == t0 + milliseconds(55 + 10 * (s - 1))) w.Ack(AckOf(s, s + 1), now);
+    }
+    // Overdue only after 2 x 50 ms + 200 ms.
+    EXPECT_EQ(w.TakeExpired(now, 10, out), 0u) << "at " << (now - t0).count();
+  }
+  EXPECT_EQ(w.overdue_factor(), 2);
   EXPECT_EQ(w.TakeExpired(t0 + milliseconds(300), 10, out), 1u);
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(out[0].seq, 0u);
   EXPECT_EQ(out[0].payload, "p0");  // The copy kept for replay.
   EXPECT_EQ(w.retransmits(), 1u);
+}
+
+// D-SACK: the sink got a duplicate of something resent, so the resend was
+// needless; the allowance grows (to 8 x at most) and shrinks back after a
+// quiet spell.
+TEST(InflightWindow, DuplicatesReportedAfterAResendWidenTheOverdueAllowance) {
+  InflightWindow w(16, Options());
+  auto t = Clock::now();
+  w.Add(DataItem(0), t);
+  w.Add(DataItem(1), t + milliseconds(5));
+  w.Ack(AckOf(1, 2), t + milliseconds(55));
+  std::vector<Item> out;
+  ASSERT_EQ(w.TakeExpired(t + milliseconds(300), 10, out), 1u);
+  AckMessage dsack = AckOf(0, 1);
+  dsack.duplicates = 1;
+  w.Ack(dsack, t + milliseconds(310));
+  EXPECT_EQ(w.overdue_factor(), 3);
+  EXPECT_EQ(w.duplicates_reported(), 1u);
+  for (int i = 0; i < 20; ++i) {  // More than the most, far apart.
+    t += std::chrono::seconds(1);
+    w.Ack(dsack, t);
+  }
+  EXPECT_EQ(w.overdue_factor(), 8);
+  // Quiet for long enough: back down by one.
+  t += std::chrono::seconds(17);
+  w.Ack(AckOf(0, 1), t);
+  EXPECT_EQ(w.overdue_factor(), 7);
+}
+
+// A duplicate with nothing resent (an ack was lost) says nothing of the
+// allowance.
+TEST(InflightWindow, DuplicatesWithoutAResendLeaveTheAllowanceAlone) {
+  InflightWindow w(16, Options());
+  const auto t0 = Clock::now();
+  w.Add(DataItem(0), t0);
+  AckMessage dsack = AckOf(0, 1);
+  dsack.duplicates = 3;
+  w.Ack(dsack, t0 + milliseconds(50));
+  EXPECT_EQ(w.overdue_factor(), 2);
+  EXPECT_EQ(w.duplicates_reported(), 3u);
+}
+
+// Acks of items that waited in stages about as long as their ops took:
+// `queued_ms` and `op_ms` per item.
+AckMessage TimedAck(uint64_t begin, uint64_t end, double queued_ms, double op_ms) {
+  AckMessage ack = AckOf(begin, end);
+  ack.timed_items = end - begin;
+  ack.queued_us = static_cast<uint64_t>(queued_ms * 1000 * ack.timed_items);
+  ack.op_us = static_cast<uint64_t>(op_ms * 1000 * ack.timed_items);
+  return ack;
+}
+
+// Flow control: the limit starts at the initial limit, grows with each ack
+// while items barely wait, and shrinks once they wait longer than the
+// target (a few op times): a worker never hoards more than that.
+TEST(InflightWindow, FlowLimitGrowsWhileItemsBarelyWaitAndShrinksWhenTheyQueue) {
+  InflightWindow w(100000, Options(), FlowOptions{.initial_limit = 64});
+  EXPECT_EQ(w.limit(), 64u);
+  EXPECT_EQ(w.room(), 64u);
+  auto t = Clock::now();
+  uint64_t next = 0;
+  // 10 ms ops, no waiting: slow start doubles the limit per round trip.
+  for (int round = 0; round < 4; ++round) {
+    const uint64_t first = next;
+    const size_t n = w.room();
+    for (size_t i = 0; i < n; ++i) w.Add(DataItem(next++), t);
+    t += milliseconds(20);
+    w.Ack(TimedAck(first, next, 0, 10), t);
+  }
+  EXPECT_EQ(w.limit(), 64u * 16);
+  EXPECT_TRUE(w.empty());
+  // Now items wait 500 ms for 10 ms ops: far over the target; the limit
+  // falls, round trip after round trip, to its floor at most halving each.
+  size_t before = w.limit();
+  for (int round = 0; round < 16; ++round) {
+    const uint64_t first = next;
+    const size_t n = w.room();
+    for (size_t i = 0; i < n; ++i) w.Add(DataItem(next++), t);
+    t += milliseconds(520);
+    w.Ack(TimedAck(first, next, 500, 10), t);
+    EXPECT_LE(w.limit(), before);
+    EXPECT_GE(w.limit(), before / 2);
+    before = w.limit();
+  }
+  EXPECT_EQ(w.limit(), 8u);  // FlowOptions::min_limit.
+  EXPECT_GT(w.queued_us(), 400'000);  // What the acks said, smoothed.
+}
+
+// The limit bounds Fitting(): what is beyond it waits for acks.
+TEST(InflightWindow, FittingStopsAtTheFlowLimit) {
+  InflightWindow w(1000, Options(), FlowOptions{.initial_limit = 3});
+  std::vector<Item> items;
+  for (uint64_t s = 0; s < 5; ++s) items.push_back(DataItem(s));
+  items.push_back(Item::EndOfStream("s", 5));
+  EXPECT_EQ(w.Fitting(items), 3u);
+  const auto t0 = Clock::now();
+  w.Add(items[0], t0);
+  EXPECT_EQ(w.Fitting(std::span<const Item>(items).subspan(1)), 2u);
+}
+
+// Before the first round trip, frames hold one item when there are several
+// workers, so that round-robin spreads the first burst evenly; later they
+// hold about limit / (8 x workers), up to the batch cap.
+TEST(InflightWindow, FramesHoldOneItemPerWorkerTurnUntilTheFirstRoundTrip) {
+  InflightWindow w(100000, Options(), FlowOptions{.initial_limit = 1024, .peers = 4});
+  EXPECT_EQ(w.FrameItems(128), 1u);
+  const auto t0 = Clock::now();
+  w.Add(DataItem(0), t0);
+  w.Ack(AckOf(0, 1), t0 + milliseconds(1));
+  EXPECT_EQ(w.FrameItems(128), 32u);  // 1025 / 32.
+  InflightWindow single(100000, Options(), FlowOptions{.initial_limit = 1024});
+  EXPECT_EQ(single.FrameItems(128), 128u);
 }
 
 // A slow but healthy pipeline: acks keep coming in order, so nothing is

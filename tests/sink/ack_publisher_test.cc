@@ -57,7 +57,7 @@ TEST_F(AckPublisherTest, BatchesTakenItemsIntoRangesAndSendsCompletionAtOnce) {
   zmq::socket_t sub = Subscriber({AckTopic("s")});
   Settle(acks);
   auto now = Clock::now();
-  for (uint64_t seq : {3, 1, 2, 7}) acks.Taken("s", seq, now);
+  for (uint64_t seq : {3, 1, 2, 7}) acks.Taken("s", seq, 0, 0, now);
   EXPECT_FALSE(acks.Due(now));  // Neither the batch nor the interval is full.
   acks.Completed("s", now);     // Completion is urgent.
   EXPECT_TRUE(acks.Due(now));
@@ -67,6 +67,36 @@ TEST_F(AckPublisherTest, BatchesTakenItemsIntoRangesAndSendsCompletionAtOnce) {
   EXPECT_EQ(ack->ranges, (std::vector<std::pair<uint64_t, uint64_t>>{{1, 4}, {7, 8}}));
   EXPECT_TRUE(ack->complete);
   EXPECT_EQ(counters_.acks_sent.value(), 1u);
+}
+
+TEST_F(AckPublisherTest, AckSumsTimeInStagesOfNewItemsAndCountsDuplicates) {
+  AckPublisher acks(&xpub_, AckOptions{.batch_items = 1000,
+                                       .interval = std::chrono::hours(1)},
+                    counters_);
+  zmq::socket_t sub = Subscriber({AckTopic("s")});
+  Settle(acks);
+  auto now = Clock::now();
+  acks.Taken("s", 0, 100, 2000, now);
+  acks.Taken("s", 1, 300, 4000, now);
+  acks.Taken("s", 2, 0, 0, now);  // Not measured (a cheap op): not counted.
+  acks.Duplicate("s", 1, now);
+  acks.Duplicate("s", 5, now);
+  ASSERT_TRUE(acks.Publish(now, true).ok());
+  auto ack = Receive(sub);
+  ASSERT_TRUE(ack.has_value());
+  // Duplicates are acked again, as the items they duplicate.
+  EXPECT_EQ(ack->ranges, (std::vector<std::pair<uint64_t, uint64_t>>{{0, 3}, {5, 6}}));
+  EXPECT_EQ(ack->queued_us, 400u);
+  EXPECT_EQ(ack->op_us, 6000u);
+  EXPECT_EQ(ack->timed_items, 2u);
+  EXPECT_EQ(ack->duplicates, 2u);
+  // The next ack starts from zero.
+  acks.Taken("s", 3, 0, 0, now);
+  ASSERT_TRUE(acks.Publish(now, true).ok());
+  ack = Receive(sub);
+  ASSERT_TRUE(ack.has_value());
+  EXPECT_EQ(ack->timed_items, 0u);
+  EXPECT_EQ(ack->duplicates, 0u);
 }
 
 TEST_F(AckPublisherTest, HelloIsWelcomedWithWhatTheSinkHoldsAndASecondEpochRejected) {
@@ -121,8 +151,8 @@ TEST_F(AckPublisherTest, ForeignAndExcessSubscriptionsAreCountedAndNeverApplied)
   EXPECT_EQ(counters_.rejected_subscriptions.value(), 12u);  // 2 foreign + 10 over the cap.
   // An applied topic receives; one over the cap does not.
   auto now = Clock::now();
-  acks.Taken("s0", 1, now);
-  acks.Taken("s19", 1, now);
+  acks.Taken("s0", 1, 0, 0, now);
+  acks.Taken("s19", 1, 0, 0, now);
   ASSERT_TRUE(acks.Publish(now, true).ok());
   auto ack = Receive(sub);
   ASSERT_TRUE(ack.has_value());

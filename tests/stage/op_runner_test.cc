@@ -287,6 +287,36 @@ TEST(OpRunner, AsyncOpHasUpToConcurrencyItemsInFlightOnOneLoopThread) {
   // One at a time would take 20 s; with 50 slots about 0.4 s.
   EXPECT_LT(elapsed, std::chrono::seconds(10));
   EXPECT_EQ(counters.processed.value(), 1000u);
+  // Each item carries the time it spent in the op (a 20 ms timer).
+  for (uint64_t i = 0; i < 1000; i += 100) EXPECT_GE(out[i].op_us, 15000u) << i;
+}
+
+// A slow op's items carry how long they waited for a thread and how long
+// the op took (the sink sums both into its acks for the producer's flow
+// control); the end-of-stream is not timed work.
+TEST(OpRunner, SlowOpStampsEachItemsWaitAndOpTime) {
+  class Sleepy : public ItemOp {
+   public:
+    Status Process(Item&) override {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      return Status::Ok();
+    }
+  };
+  OpDefinition sleepy{.name = "sleepy", .make_item = [](const OpContext&) {
+                        return StatusOr<std::unique_ptr<ItemOp>>(std::make_unique<Sleepy>());
+                      }};
+  std::vector<Item> items;
+  for (uint64_t i = 0; i < 10; ++i) items.push_back(DataItem(i, "x"));
+  OpCounters counters;
+  auto out = RunThrough(PlanFor(sleepy, 1), std::move(items), counters);
+  ASSERT_EQ(out.size(), 10u);
+  uint32_t longest_wait = 0;
+  for (const Item& item : out) {
+    EXPECT_GE(item.op_us, 2000u) << item.seq;
+    longest_wait = std::max(longest_wait, item.queued_us);
+  }
+  // One thread: the last item waited for at least eight others.
+  EXPECT_GE(longest_wait, 16000u);
 }
 
 TEST(OpRunner, AsyncAttemptsPastTheTimeoutAreRetriedThenFailedAsTimeout) {
