@@ -18,6 +18,7 @@
 // bench/results/history.tsv (see --history).
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -60,7 +61,11 @@ double ChildrenCpuSeconds() {
 // One process of the raw relay chain (--role source|relay|sink). Each binds
 // its output (or, the sink, its input) on an ephemeral port and prints
 // READY; the next connects to it.
-int RunRole(const std::string& role, const std::string& upstream, uint64_t n) {
+// With `interval_us` > 0 (the latency run) the source sends one message per
+// interval, each starting with its send time (steady clock, which Linux
+// shares between processes), and the sink prints the median latency.
+int RunRole(const std::string& role, const std::string& upstream, uint64_t n,
+            int64_t interval_us) {
   zmq::context_t context(1);
   if (role == "source") {
     zmq::socket_t push(context, zmq::socket_type::push);
@@ -68,7 +73,18 @@ int RunRole(const std::string& role, const std::string& upstream, uint64_t n) {
     std::printf("READY out=%s\n", push.get(zmq::sockopt::last_endpoint).c_str());
     std::fflush(stdout);
     std::string payload(100, 'x');
+    if (interval_us > 0) {  // Wait for the chain to connect: a first message.
+      zmq::message_t m(payload.data(), payload.size());
+      (void)push.send(m, zmq::send_flags::none);
+    }
+    auto next = Clock::now();
     for (uint64_t i = 0; i < n; ++i) {
+      if (interval_us > 0) {
+        next += std::chrono::microseconds(interval_us);
+        std::this_thread::sleep_until(next);
+        const int64_t sent = Clock::now().time_since_epoch().count();
+        std::memcpy(payload.data(), &sent, sizeof(sent));
+      }
       zmq::message_t m(payload.data(), payload.size());
       (void)push.send(m, zmq::send_flags::none);
     }
@@ -86,6 +102,10 @@ int RunRole(const std::string& role, const std::string& upstream, uint64_t n) {
       (void)pull.recv(m);
       (void)push.send(m, zmq::send_flags::none);
     }
+    if (interval_us > 0) {  // The first, connecting message, and then n.
+      (void)pull.recv(m);
+      (void)push.send(m, zmq::send_flags::none);
+    }
     return 0;
   }
   pull.connect(upstream);
@@ -93,6 +113,18 @@ int RunRole(const std::string& role, const std::string& upstream, uint64_t n) {
   std::fflush(stdout);
   zmq::message_t m;
   (void)pull.recv(m);
+  if (interval_us > 0) {
+    std::vector<double> latency_us;
+    for (uint64_t i = 0; i < n; ++i) {
+      (void)pull.recv(m);
+      int64_t sent = 0;
+      std::memcpy(&sent, m.data(), sizeof(sent));
+      latency_us.push_back((Clock::now().time_since_epoch().count() - sent) / 1e3);
+    }
+    std::sort(latency_us.begin(), latency_us.end());
+    std::printf("P50 %.1f\n", latency_us[latency_us.size() / 2]);
+    return 0;
+  }
   auto start = Clock::now();
   for (uint64_t i = 1; i < n; ++i) (void)pull.recv(m);
   std::printf("RATE %.0f\n", (n - 1) / Seconds(Clock::now() - start));
@@ -186,6 +218,83 @@ Figures Pipeline(uint64_t n, bool acks, bool default_threads) {
   run.items_per_s = report["items_per_s"].get<double>();
   run.cpu_us_per_item = (ChildrenCpuSeconds() - cpu_before) * 1e6 / n;
   return run;
+}
+
+// Low-load latency: one item every `interval_us`, n items, three tcp hops.
+// The raw chain's median from the send times its messages carry.
+double RawChainLatencyUs(uint64_t n, int64_t interval_us) {
+  const std::string self = "/proc/self/exe";
+  auto role = [&](const std::string& name, const std::string& upstream) {
+    return std::make_unique<Process>(std::vector<std::string>{
+        self, "--role", name, "--upstream", upstream, "--items", std::to_string(n),
+        "--interval-us", std::to_string(interval_us)});
+  };
+  auto source = role("source", "");
+  std::string a = source->WaitReady()["out"];
+  auto relay1 = role("relay", a);
+  std::string b = relay1->WaitReady()["out"];
+  auto relay2 = role("relay", b);
+  std::string c = relay2->WaitReady()["out"];
+  auto sink = role("sink", c);
+  bool ok = sink->Wait(std::chrono::minutes(2)) == 0;
+  for (auto* p : {source.get(), relay1.get(), relay2.get()}) {
+    ok = p->Wait(std::chrono::minutes(1)) == 0 && ok;
+  }
+  const std::string out = sink->out();
+  const size_t at = out.find("P50 ");
+  return ok && at != std::string::npos ? std::strtod(out.c_str() + at + 4, nullptr) : -1;
+}
+
+// The same through producer -> token -> result -> sink (0 ms ops, acks on,
+// default threads): the producer reads one line per interval from a FIFO;
+// the sink's report gives the median, produced to sunk.
+double PipelineLatencyUs(uint64_t n, int64_t interval_us) {
+  TempDir dir;
+  const std::string fifo = dir.File("input");
+  if (mkfifo(fifo.c_str(), 0600) != 0) return -1;
+  auto start = [](std::vector<std::string> args) {
+    return std::make_unique<Process>(std::move(args));
+  };
+  auto sink = start({BinaryPath("sluice-sink"), "--in", "@tcp://127.0.0.1:*",
+                     "--report", dir.File("report.json"), "--progress", "off",
+                     "--state", "off", "--acks", "@tcp://127.0.0.1:*",
+                     "--idle-timeout", "60"});
+  auto sink_ready = sink->WaitReady();
+  auto result = start({BinaryPath("sluice-stage"), "--op", "result", "--latency-ms", "0",
+                       "--in", "@tcp://127.0.0.1:*", "--out", ">" + sink_ready["in"]});
+  std::string result_in = result->WaitReady()["in"];
+  auto producer = start({BinaryPath("sluice-producer"), "--out", "@tcp://127.0.0.1:*",
+                         "--input", fifo, "--peers", "1", "--acks",
+                         ">" + sink_ready["acks"]});
+  // Close-on-exec: a child holding the write end would keep EOF away.
+  std::FILE* input = std::fopen(fifo.c_str(), "we");  // Waits for the reader.
+  if (input == nullptr) return -1;
+  std::string producer_out = producer->WaitReady()["out"];
+  auto token = start({BinaryPath("sluice-stage"), "--op", "token", "--latency-ms", "0",
+                      "--in", ">" + producer_out, "--out", ">" + result_in});
+  token->WaitReady();
+  auto next = Clock::now() + std::chrono::milliseconds(200);  // Connections settle.
+  for (uint64_t i = 0; i < n; ++i) {
+    std::this_thread::sleep_until(next);
+    next += std::chrono::microseconds(interval_us);
+    std::fprintf(input, "%llu\n", static_cast<unsigned long long>(i));
+    std::fflush(input);
+  }
+  std::fclose(input);
+  const auto code = sink->Wait(std::chrono::minutes(2));
+  producer->Wait(std::chrono::minutes(1));
+  token->Signal(SIGTERM);
+  result->Signal(SIGTERM);
+  token->Wait(std::chrono::minutes(1));
+  result->Wait(std::chrono::minutes(1));
+  auto report = nlohmann::json::parse(testing::ReadFile(dir.File("report.json")),
+                                      nullptr, false);
+  if (code != 0 || report.is_discarded() || report["unique"].get<uint64_t>() != n) {
+    std::fprintf(stderr, "latency pipeline run failed (sink exit %d): %s%s\n",
+                 code.value_or(-1), sink->err().c_str(), producer->err().c_str());
+    return -1;
+  }
+  return report["latency_ms"]["p50"].get<double>() * 1000;
 }
 
 // One row of the scaling table: producer -> k token workers (one process
@@ -319,7 +428,8 @@ int Main(int argc, char** argv) {
   const std::string role = Flag(argc, argv, "--role", "");
   if (!role.empty()) {
     return RunRole(role, Flag(argc, argv, "--upstream", ""),
-                   std::strtoull(Flag(argc, argv, "--items", "0").c_str(), nullptr, 10));
+                   std::strtoull(Flag(argc, argv, "--items", "0").c_str(), nullptr, 10),
+                   std::strtoll(Flag(argc, argv, "--interval-us", "0").c_str(), nullptr, 10));
   }
   uint64_t n = std::strtoull(Flag(argc, argv, "--items", "1000000").c_str(), nullptr, 10);
   int runs = std::atoi(Flag(argc, argv, "--runs", "3").c_str());
@@ -327,7 +437,7 @@ int Main(int argc, char** argv) {
       Flag(argc, argv, "--history", std::string(SLUICE_SOURCE_DIR) + "/bench/results/history.tsv");
   if (n < 2 || runs < 1) {
     std::fprintf(stderr, "usage: sluice-bench [--items N] [--runs R] "
-                         "[--history FILE|off] [--scaling on|off]\n");
+                         "[--history FILE|off] [--scaling on|off] [--latency on|off]\n");
     return 64;
   }
   std::printf("sluice-bench: %llu items, %d runs each, interleaved; medians\n",
@@ -374,6 +484,27 @@ int Main(int argc, char** argv) {
     std::printf("  %-44s: %10.0f items/s  ratio %.2f  %.2f us CPU/item\n", s.name,
                 Median(s.rate), Median(s.rate) / raw_m, Median(s.cpu));
   }
+  double raw_latency = 0, pipeline_latency = 0;
+  if (Flag(argc, argv, "--latency", "on") != "off") {
+    // Goal: p50 <= 1.2 x three raw hops. Medians of the runs' medians.
+    constexpr uint64_t kLatencyItems = 400;
+    constexpr int64_t kIntervalUs = 5000;
+    std::vector<double> raw_p50, pipeline_p50;
+    for (int r = 0; r < runs; ++r) {
+      raw_p50.push_back(RawChainLatencyUs(kLatencyItems, kIntervalUs));
+      pipeline_p50.push_back(PipelineLatencyUs(kLatencyItems, kIntervalUs));
+      if (raw_p50.back() < 0 || pipeline_p50.back() < 0) {
+        std::fprintf(stderr, "latency run %d failed (raw %.0f, pipeline %.0f)\n", r + 1,
+                     raw_p50.back(), pipeline_p50.back());
+        return 70;
+      }
+    }
+    raw_latency = Median(raw_p50);
+    pipeline_latency = Median(pipeline_p50);
+    std::printf("low load, one item every 5 ms, 3 tcp hops (goal: ratio <= 1.2):\n"
+                "  raw ZeroMQ chain p50 %.0f us; token-then-result (acks on) p50 %.0f us;"
+                " ratio %.2f\n", raw_latency, pipeline_latency, pipeline_latency / raw_latency);
+  }
   const std::string results_dir =
       history == "off" ? "" : history.substr(0, history.find_last_of('/'));
   if (Flag(argc, argv, "--scaling", "on") != "off" && !ScalingTable(results_dir)) {
@@ -389,17 +520,19 @@ int Main(int argc, char** argv) {
     if (fresh) {
       out << "date\tcommit\titems\traw_chain_per_s\tacks_default_per_s\t"
              "acks_1thread_per_s\tacks_off_1thread_per_s\tratio_acks_default\t"
-             "ratio_acks_1thread\tcpu_us_acks_default\tcpu_us_acks_1thread\n";
+             "ratio_acks_1thread\tcpu_us_acks_default\tcpu_us_acks_1thread\t"
+             "latency_p50_raw_us\tlatency_p50_pipeline_us\n";
     }
     char date[32];
     std::time_t now = std::time(nullptr);
     std::strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
     out << date << '\t' << Commit() << '\t' << n << '\t' << static_cast<uint64_t>(raw_m);
     for (const Series& s : series) out << '\t' << static_cast<uint64_t>(Median(s.rate));
-    char tail[128];
-    std::snprintf(tail, sizeof(tail), "\t%.3f\t%.3f\t%.3f\t%.3f\n",
+    char tail[192];
+    std::snprintf(tail, sizeof(tail), "\t%.3f\t%.3f\t%.3f\t%.3f\t%.0f\t%.0f\n",
                   Median(series[0].rate) / raw_m, Median(series[1].rate) / raw_m,
-                  Median(series[0].cpu), Median(series[1].cpu));
+                  Median(series[0].cpu), Median(series[1].cpu), raw_latency,
+                  pipeline_latency);
     out << tail;
     std::printf("appended to %s\n", history.c_str());
   }

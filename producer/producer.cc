@@ -172,6 +172,9 @@ class Emitter {
         line.clear();
         p = nl + 1;
       }
+      // Batching never waits: what this read brought goes out now, before
+      // the next read blocks on a quiet input.
+      if (!Flush()) return Internal("queue closed");
     }
     if (!line.empty() || too_large_length > 0) {  // Last line without a newline.
       bool ok = too_large_length > 0
