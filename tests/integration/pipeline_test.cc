@@ -3,6 +3,7 @@
 // connects to. Each test names the docs/design.md guarantee or issue point it
 // checks.
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <cstring>
 #include <fstream>
@@ -351,6 +352,36 @@ TEST(Pipeline, ProducerEmitsOneItemPerLineOfStdin) {
   EXPECT_EQ(producer->Wait(kJobTimeout), 0) << producer->err();
   EXPECT_EQ(ReadFile(dir.File("out.txt")), "alpha\nbeta\n\ngamma\n");
   EXPECT_EQ(ReadReport(dir.File("report.json"))["expected"], 4);
+}
+
+// Batching never waits: a line of a quiet input (a pipe that stays open)
+// reaches the sink at once, not when a frame's worth of lines has gathered
+// or the input ends.
+TEST(Pipeline, ProducerSendsEachLineOfAQuietInputAtOnce) {
+  TempDir dir;
+  const std::string fifo = dir.File("input");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
+  auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--output",
+                                    dir.File("out.txt"), "--progress", "off",
+                                    "--stats-interval", "0.05"});
+  auto ready = sink->WaitReady();
+  auto producer = Start("sluice-producer", {"--out", ">" + ready["in"], "--input",
+                                            fifo, "--acks", ">" + ready["acks"]});
+  // Close-on-exec, so that no child keeps the write end (and EOF) away.
+  std::FILE* input = std::fopen(fifo.c_str(), "we");
+  ASSERT_NE(input, nullptr);
+  std::fputs("one\n", input);
+  std::fflush(input);
+  EXPECT_TRUE(WaitUntilCounterAtLeast(*sink, "items_new", 1, std::chrono::seconds(10)))
+      << sink->LastCounters().dump();
+  std::fputs("two\n", input);
+  std::fflush(input);
+  EXPECT_TRUE(WaitUntilCounterAtLeast(*sink, "items_new", 2, std::chrono::seconds(10)))
+      << sink->LastCounters().dump();
+  std::fclose(input);
+  ASSERT_EQ(sink->Wait(kJobTimeout), 0) << sink->err();
+  EXPECT_EQ(producer->Wait(kJobTimeout), 0) << producer->err();
+  EXPECT_EQ(ReadFile(dir.File("out.txt")), "one\ntwo\n");
 }
 
 // Issue 8, point 6: a line over the item size limit deep in --input never
