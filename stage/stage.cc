@@ -140,15 +140,14 @@ class StageIo {
       const bool receive = !stopping && held_ < capacity;
       zmq::pollitem_t items[4];
       int n = 0;
-      int in_at = -1, out_at = -1, stop_at = -1;
+      int in_at = -1, stop_at = -1;
       const int outbox_at = n;
       items[n++] = {nullptr, outbox_.fd(), ZMQ_POLLIN, 0};
       if (receive) {
         in_at = n;
         items[n++] = {in_.handle(), 0, ZMQ_POLLIN, 0};
       }
-      if (!pending_.empty()) {
-        out_at = n;
+      if (!pending_.empty()) {  // Flush() at the top of the loop sends.
         items[n++] = {out_.handle(), 0, ZMQ_POLLOUT, 0};
       }
       if (!stopping) {

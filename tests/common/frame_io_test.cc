@@ -50,7 +50,9 @@ TEST_P(FrameIo, SendLoopBatchesItemsAndSendsEndOfStreamInItsOwnFrame) {
     item.stream = "s";
     item.seq = i;
     item.payload = std::to_string(i);
-    if (run.size() == 3) ASSERT_TRUE(out.Push(std::move(run)));
+    if (run.size() == 3) {
+      ASSERT_TRUE(out.Push(std::move(run)));
+    }
   }
   run.Append(Item::EndOfStream("s", 10));
   ASSERT_TRUE(out.Push(std::move(run)));
