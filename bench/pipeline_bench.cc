@@ -29,6 +29,7 @@
 #include <ctime>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -137,15 +138,15 @@ struct Figures {
   bool ok = false;
 };
 
-// The raw relay chain: four processes of this binary. The sink's rate,
-// first message to last; CPU of all four.
-Figures RawRelayChain(uint64_t n) {
+// Runs the raw relay chain (four processes of this binary: source -> relay
+// -> relay -> sink) and returns what its sink printed; nullopt if a process
+// failed. `interval_us` > 0 paces the source (the latency run).
+std::optional<std::string> RunRawChain(uint64_t n, int64_t interval_us) {
   const std::string self = "/proc/self/exe";
-  const std::string count = std::to_string(n);
-  double cpu_before = ChildrenCpuSeconds();
   auto role = [&](const std::string& name, const std::string& upstream) {
     return std::make_unique<Process>(std::vector<std::string>{
-        self, "--role", name, "--upstream", upstream, "--items", count});
+        self, "--role", name, "--upstream", upstream, "--items", std::to_string(n),
+        "--interval-us", std::to_string(interval_us)});
   };
   auto source = role("source", "");
   std::string a = source->WaitReady()["out"];
@@ -154,15 +155,29 @@ Figures RawRelayChain(uint64_t n) {
   auto relay2 = role("relay", b);
   std::string c = relay2->WaitReady()["out"];
   auto sink = role("sink", c);
-  Figures f;
-  f.ok = sink->Wait(std::chrono::minutes(5)) == 0;
+  bool ok = sink->Wait(std::chrono::minutes(5)) == 0;
   for (auto* p : {source.get(), relay1.get(), relay2.get()}) {
-    f.ok = p->Wait(std::chrono::minutes(1)) == 0 && f.ok;
+    ok = p->Wait(std::chrono::minutes(1)) == 0 && ok;
   }
-  std::string out = sink->out();
-  size_t at = out.find("RATE ");
-  if (!f.ok || at == std::string::npos) return Figures{};
-  f.items_per_s = std::strtod(out.c_str() + at + 5, nullptr);
+  if (!ok) return std::nullopt;
+  return sink->out();
+}
+
+// The value after `label` in `out`, or -1.
+double Printed(const std::optional<std::string>& out, const std::string& label) {
+  const size_t at = out ? out->find(label) : std::string::npos;
+  return at == std::string::npos ? -1 : std::strtod(out->c_str() + at + label.size(), nullptr);
+}
+
+// The raw relay chain at full speed: the sink's rate, first message to
+// last; CPU of all four.
+Figures RawRelayChain(uint64_t n) {
+  const double cpu_before = ChildrenCpuSeconds();
+  const double rate = Printed(RunRawChain(n, 0), "RATE ");
+  if (rate < 0) return Figures{};
+  Figures f;
+  f.ok = true;
+  f.items_per_s = rate;
   f.cpu_us_per_item = (ChildrenCpuSeconds() - cpu_before) * 1e6 / n;
   return f;
 }
@@ -223,26 +238,7 @@ Figures Pipeline(uint64_t n, bool acks, bool default_threads) {
 // Low-load latency: one item every `interval_us`, n items, three tcp hops.
 // The raw chain's median from the send times its messages carry.
 double RawChainLatencyUs(uint64_t n, int64_t interval_us) {
-  const std::string self = "/proc/self/exe";
-  auto role = [&](const std::string& name, const std::string& upstream) {
-    return std::make_unique<Process>(std::vector<std::string>{
-        self, "--role", name, "--upstream", upstream, "--items", std::to_string(n),
-        "--interval-us", std::to_string(interval_us)});
-  };
-  auto source = role("source", "");
-  std::string a = source->WaitReady()["out"];
-  auto relay1 = role("relay", a);
-  std::string b = relay1->WaitReady()["out"];
-  auto relay2 = role("relay", b);
-  std::string c = relay2->WaitReady()["out"];
-  auto sink = role("sink", c);
-  bool ok = sink->Wait(std::chrono::minutes(2)) == 0;
-  for (auto* p : {source.get(), relay1.get(), relay2.get()}) {
-    ok = p->Wait(std::chrono::minutes(1)) == 0 && ok;
-  }
-  const std::string out = sink->out();
-  const size_t at = out.find("P50 ");
-  return ok && at != std::string::npos ? std::strtod(out.c_str() + at + 4, nullptr) : -1;
+  return Printed(RunRawChain(n, interval_us), "P50 ");
 }
 
 // The same through producer -> token -> result -> sink (0 ms ops, acks on,
