@@ -29,6 +29,7 @@
 #include <ctime>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <string>
 #include <thread>
@@ -182,54 +183,77 @@ Figures RawRelayChain(uint64_t n) {
   return f;
 }
 
+// producer -> token -> result -> sink on 127.0.0.1, ops of 0 ms. Start()
+// brings up the sink and the result stage; the caller starts the producer
+// (its input differs per run), then StartToken(); Finish() waits for the
+// sink and the producer, stops the stages and returns the sink's report
+// (discarded, with the reason on stderr, unless it holds all n items).
+struct Chain {
+  TempDir dir;
+  std::unique_ptr<Process> sink, result, producer, token;
+  std::map<std::string, std::string> sink_ready;
+  std::string result_in;
+  std::vector<std::string> threads;  // Extra stage flags.
+
+  static std::unique_ptr<Process> Run(std::vector<std::string> args) {
+    return std::make_unique<Process>(std::move(args));
+  }
+  void Start(bool acks, std::vector<std::string> stage_flags) {
+    threads = std::move(stage_flags);
+    sink = Run({BinaryPath("sluice-sink"), "--in", "@tcp://127.0.0.1:*", "--report",
+                dir.File("report.json"), "--progress", "off", "--state", "off",
+                "--acks", acks ? "@tcp://127.0.0.1:*" : "off", "--idle-timeout", "60"});
+    sink_ready = sink->WaitReady();
+    std::vector<std::string> args = {BinaryPath("sluice-stage"), "--op", "result",
+                                     "--latency-ms", "0", "--in", "@tcp://127.0.0.1:*",
+                                     "--out", ">" + sink_ready["in"]};
+    args.insert(args.end(), threads.begin(), threads.end());
+    result = Run(args);
+    result_in = result->WaitReady()["in"];
+  }
+  // The producer's --acks value.
+  std::string Acks() { return sink_ready.count("acks") ? ">" + sink_ready["acks"] : "off"; }
+  void StartToken(const std::string& producer_out) {
+    std::vector<std::string> args = {BinaryPath("sluice-stage"), "--op", "token",
+                                     "--latency-ms", "0", "--in", ">" + producer_out,
+                                     "--out", ">" + result_in};
+    args.insert(args.end(), threads.begin(), threads.end());
+    token = Run(args);
+  }
+  nlohmann::json Finish(uint64_t n) {
+    const auto code = sink->Wait(std::chrono::minutes(5));
+    producer->Wait(std::chrono::minutes(1));
+    token->Signal(SIGTERM);
+    result->Signal(SIGTERM);
+    token->Wait(std::chrono::minutes(1));
+    result->Wait(std::chrono::minutes(1));
+    auto report = nlohmann::json::parse(testing::ReadFile(dir.File("report.json")),
+                                        nullptr, false);
+    if (code != 0 || report.is_discarded() || !report["complete"].get<bool>() ||
+        report["unique"].get<uint64_t>() != n) {
+      std::fprintf(stderr, "pipeline run failed (sink exit %d): %s%s\n",
+                   code.value_or(-1), sink->err().c_str(), producer->err().c_str());
+      return nlohmann::json::value_t::discarded;
+    }
+    return report;
+  }
+};
+
 // The pipeline with acks on or off, with the default thread counts or one
 // thread per op. items/s is the sink's figure (first item to completion).
 Figures Pipeline(uint64_t n, bool acks, bool default_threads) {
-  TempDir dir;
   const double cpu_before = ChildrenCpuSeconds();
-  std::vector<std::string> threads;
-  if (!default_threads) threads = {"--threads", "1"};
-  auto start = [](std::vector<std::string> args) {
-    return std::make_unique<Process>(std::move(args));
-  };
-  auto sink = start({BinaryPath("sluice-sink"), "--in", "@tcp://127.0.0.1:*",
-                     "--report", dir.File("report.json"), "--progress", "off",
-                     "--state", "off",
-                     "--acks", acks ? "@tcp://127.0.0.1:*" : "off",
-                     "--idle-timeout", "60"});
-  auto sink_ready = sink->WaitReady();
-  std::string sink_in = sink_ready["in"];
-  std::vector<std::string> result_args = {BinaryPath("sluice-stage"), "--op", "result",
-                                          "--latency-ms", "0", "--in", "@tcp://127.0.0.1:*",
-                                          "--out", ">" + sink_in};
-  result_args.insert(result_args.end(), threads.begin(), threads.end());
-  auto result = start(result_args);
-  std::string result_in = result->WaitReady()["in"];
-  auto producer = start({BinaryPath("sluice-producer"), "--out",
-                         "@tcp://127.0.0.1:*", "--count", std::to_string(n),
-                         "--peers", "1", "--acks",
-                         acks ? ">" + sink_ready["acks"] : "off"});
-  std::string producer_out = producer->WaitReady()["out"];
-  std::vector<std::string> token_args = {BinaryPath("sluice-stage"), "--op", "token",
-                                         "--latency-ms", "0", "--in", ">" + producer_out,
-                                         "--out", ">" + result_in};
-  token_args.insert(token_args.end(), threads.begin(), threads.end());
-  auto token = start(token_args);
+  Chain chain;
+  chain.Start(acks, default_threads ? std::vector<std::string>{}
+                                    : std::vector<std::string>{"--threads", "1"});
+  chain.producer = Chain::Run({BinaryPath("sluice-producer"), "--out", "@tcp://127.0.0.1:*",
+                               "--count", std::to_string(n), "--peers", "1", "--acks",
+                               chain.Acks()});
+  chain.StartToken(chain.producer->WaitReady()["out"]);
+  const nlohmann::json report = chain.Finish(n);
   Figures run;
-  auto code = sink->Wait(std::chrono::minutes(5));
-  producer->Wait(std::chrono::minutes(1));
-  token->Signal(SIGTERM);
-  result->Signal(SIGTERM);
-  token->Wait(std::chrono::minutes(1));
-  result->Wait(std::chrono::minutes(1));
-  auto report = nlohmann::json::parse(testing::ReadFile(dir.File("report.json")),
-                                      nullptr, false);
-  if (code != 0 || report.is_discarded()) {
-    std::fprintf(stderr, "pipeline run failed (sink exit %d): %s\n",
-                 code.value_or(-1), sink->err().c_str());
-    return run;
-  }
-  run.ok = report["complete"].get<bool>() && report["unique"].get<uint64_t>() == n;
+  if (report.is_discarded()) return run;
+  run.ok = true;
   run.items_per_s = report["items_per_s"].get<double>();
   run.cpu_us_per_item = (ChildrenCpuSeconds() - cpu_before) * 1e6 / n;
   return run;
@@ -245,30 +269,17 @@ double RawChainLatencyUs(uint64_t n, int64_t interval_us) {
 // default threads): the producer reads one line per interval from a FIFO;
 // the sink's report gives the median, produced to sunk.
 double PipelineLatencyUs(uint64_t n, int64_t interval_us) {
-  TempDir dir;
-  const std::string fifo = dir.File("input");
+  Chain chain;
+  const std::string fifo = chain.dir.File("input");
   if (mkfifo(fifo.c_str(), 0600) != 0) return -1;
-  auto start = [](std::vector<std::string> args) {
-    return std::make_unique<Process>(std::move(args));
-  };
-  auto sink = start({BinaryPath("sluice-sink"), "--in", "@tcp://127.0.0.1:*",
-                     "--report", dir.File("report.json"), "--progress", "off",
-                     "--state", "off", "--acks", "@tcp://127.0.0.1:*",
-                     "--idle-timeout", "60"});
-  auto sink_ready = sink->WaitReady();
-  auto result = start({BinaryPath("sluice-stage"), "--op", "result", "--latency-ms", "0",
-                       "--in", "@tcp://127.0.0.1:*", "--out", ">" + sink_ready["in"]});
-  std::string result_in = result->WaitReady()["in"];
-  auto producer = start({BinaryPath("sluice-producer"), "--out", "@tcp://127.0.0.1:*",
-                         "--input", fifo, "--peers", "1", "--acks",
-                         ">" + sink_ready["acks"]});
+  chain.Start(/*acks=*/true, {});
+  chain.producer = Chain::Run({BinaryPath("sluice-producer"), "--out", "@tcp://127.0.0.1:*",
+                               "--input", fifo, "--peers", "1", "--acks", chain.Acks()});
   // Close-on-exec: a child holding the write end would keep EOF away.
   std::FILE* input = std::fopen(fifo.c_str(), "we");  // Waits for the reader.
   if (input == nullptr) return -1;
-  std::string producer_out = producer->WaitReady()["out"];
-  auto token = start({BinaryPath("sluice-stage"), "--op", "token", "--latency-ms", "0",
-                      "--in", ">" + producer_out, "--out", ">" + result_in});
-  token->WaitReady();
+  chain.StartToken(chain.producer->WaitReady()["out"]);
+  chain.token->WaitReady();
   auto next = Clock::now() + std::chrono::milliseconds(200);  // Connections settle.
   for (uint64_t i = 0; i < n; ++i) {
     std::this_thread::sleep_until(next);
@@ -277,20 +288,8 @@ double PipelineLatencyUs(uint64_t n, int64_t interval_us) {
     std::fflush(input);
   }
   std::fclose(input);
-  const auto code = sink->Wait(std::chrono::minutes(2));
-  producer->Wait(std::chrono::minutes(1));
-  token->Signal(SIGTERM);
-  result->Signal(SIGTERM);
-  token->Wait(std::chrono::minutes(1));
-  result->Wait(std::chrono::minutes(1));
-  auto report = nlohmann::json::parse(testing::ReadFile(dir.File("report.json")),
-                                      nullptr, false);
-  if (code != 0 || report.is_discarded() || report["unique"].get<uint64_t>() != n) {
-    std::fprintf(stderr, "latency pipeline run failed (sink exit %d): %s%s\n",
-                 code.value_or(-1), sink->err().c_str(), producer->err().c_str());
-    return -1;
-  }
-  return report["latency_ms"]["p50"].get<double>() * 1000;
+  const nlohmann::json report = chain.Finish(n);
+  return report.is_discarded() ? -1 : report["latency_ms"]["p50"].get<double>() * 1000;
 }
 
 // One row of the scaling table: producer -> k token workers (one process

@@ -78,12 +78,15 @@ InflightWindow::Clock::duration InflightWindow::Overdue() const {
   return overdue_factor_ * longest + options_.min_rto;
 }
 
-void InflightWindow::NoteRtt(Clock::duration sample, Clock::time_point now) {
-  const auto period = std::max<Clock::duration>(
+InflightWindow::Clock::duration InflightWindow::Period() const {
+  return std::max<Clock::duration>(
       std::chrono::seconds(1),
       std::chrono::duration_cast<Clock::duration>(
           std::chrono::duration<double, std::milli>(8 * srtt_ms_)));
-  if (now - rtt_period_start_ >= period) {
+}
+
+void InflightWindow::NoteRtt(Clock::duration sample, Clock::time_point now) {
+  if (now - rtt_period_start_ >= Period()) {
     rtt_max_before_ = rtt_max_now_;
     rtt_max_now_ = Clock::duration::zero();
     rtt_period_start_ = now;
@@ -95,10 +98,6 @@ void InflightWindow::Adapt(const AckMessage& ack, size_t released,
                            Clock::time_point now) {
   // D-SACK: a duplicate reached the sink. If we resent anything, a resend
   // was needless: wait longer before the next (once per round trip).
-  const auto quiet = std::max<Clock::duration>(
-      std::chrono::seconds(1),
-      std::chrono::duration_cast<Clock::duration>(
-          std::chrono::duration<double, std::milli>(8 * srtt_ms_)));
   if (ack.duplicates > 0) {
     duplicates_reported_ += ack.duplicates;
     if (retransmits_ > 0 &&
@@ -107,7 +106,7 @@ void InflightWindow::Adapt(const AckMessage& ack, size_t released,
       last_dsack_ = now;
     }
   } else if (overdue_factor_ > kMinOverdueFactor &&
-             now - last_dsack_ >= kQuietPeriodsToShrink * quiet) {
+             now - last_dsack_ >= kQuietPeriodsToShrink * Period()) {
     --overdue_factor_;
     last_dsack_ = now;
   }

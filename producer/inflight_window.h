@@ -145,6 +145,8 @@ class InflightWindow {
   // How long an overtaken entry may wait before it is sent again.
   Clock::duration Overdue() const;       // REQUIRES: mu_.
   void PruneSent();                      // REQUIRES: mu_.
+  // Length of a period of the longest-RTT window: max(1 s, 8 x srtt).
+  Clock::duration Period() const;        // REQUIRES: mu_.
   // Updates the longest recent round trip with `sample`. REQUIRES: mu_.
   void NoteRtt(Clock::duration sample, Clock::time_point now);
   // Flow control and D-SACK on an ack that released `released` entries.
