@@ -7,8 +7,8 @@
 // asserts or allocates more than the frame itself implies.
 //
 // Batch and end-of-stream frames, the hot path, are read and written
-// directly in the protobuf wire format (with protobuf's own CodedInputStream
-// and varint writers): a frame decodes straight into the recycled items of a
+// directly in the protobuf wire format (a two-pointer reader of our own,
+// protobuf's varint writers): a frame decodes straight into the recycled items of a
 // ItemRun, and encodes straight from items into the frame, with no message
 // objects in between. The result is byte-for-byte what the generated classes
 // in proto/sluice.pb.h read and write (tests and the fuzzer hold the two to
