@@ -129,7 +129,8 @@ class FrameEncoder {
  private:
   zmq::message_t Serialize();
   wire::Envelope envelope_;
-  std::vector<uint32_t> sizes_;       // EncodeBatch: encoded size per item.
+  std::vector<uint32_t> sizes_;       // EncodeBatch: encoded size per item,
+  std::vector<uint8_t> own_stream_;   // and whether it names its stream.
   std::vector<const Item*> gather_;   // EncodeBatch(span<const Item>).
 };
 

@@ -173,8 +173,12 @@ size_t InflightWindow::Fitting(std::span<const Item> items) const {
   return n;
 }
 
-void InflightWindow::Add(const Item& item, Clock::time_point now) {
+void InflightWindow::Add(std::span<const Item> items, Clock::time_point now) {
   std::lock_guard<std::mutex> lock(mu_);
+  for (const Item& item : items) AddOne(item, now);
+}
+
+void InflightWindow::AddOne(const Item& item, Clock::time_point now) {
   if (data_entries_ == 0 && !end_.outstanding) last_progress_ = now;
   uint64_t key = kEndKey;
   Entry* e = &end_;

@@ -95,9 +95,12 @@ class InflightWindow {
   // must stay below the capacity. Matters when seqs skip (a resumed
   // stream): room() alone counts a gap as used.
   size_t Fitting(std::span<const Item> items) const;
-  // Records `item` as sent at `now`; keeps a copy. Data items come in
-  // increasing seq order and need room() and Fitting().
-  void Add(const Item& item, Clock::time_point now);
+  // Records `items` as sent at `now` (under one lock); keeps copies. Data
+  // items come in increasing seq order and need room() and Fitting().
+  void Add(std::span<const Item> items, Clock::time_point now);
+  void Add(const Item& item, Clock::time_point now) {
+    Add(std::span<const Item>(&item, 1), now);
+  }
   // Releases what `ack` acknowledges; returns how many entries it released.
   size_t Ack(const AckMessage& ack, Clock::time_point now);
   // Appends copies of up to `max` entries found lost at `now` to `out` and
@@ -137,6 +140,7 @@ class InflightWindow {
     int attempts;
   };
   Entry* Find(uint64_t key);  // Outstanding entry or null. REQUIRES: mu_.
+  void AddOne(const Item& item, Clock::time_point now);  // REQUIRES: mu_.
   bool Release(uint64_t key, Clock::time_point now,
                std::optional<Clock::duration>& sample);  // REQUIRES: mu_.
   // The next moment something may be found lost. REQUIRES: mu_.

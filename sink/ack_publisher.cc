@@ -12,7 +12,14 @@ constexpr size_t kMaxRangesPerFrame = 8192;
 
 AckPublisher::Pending& AckPublisher::Touch(const std::string& stream,
                                            Clock::time_point now) {
-  Pending& p = pending_[stream];
+  // Items come in runs of one stream: the last entry first, then the map.
+  // (Entries are never erased, so the pointers stay valid.)
+  if (last_ == nullptr || *last_stream_ != stream) {
+    auto it = pending_.try_emplace(stream).first;
+    last_stream_ = &it->first;
+    last_ = &it->second;
+  }
+  Pending& p = *last_;
   if (!p.since) p.since = now;
   return p;
 }

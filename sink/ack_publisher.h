@@ -128,7 +128,9 @@ class AckPublisher {
   AckCounters& counters_;
   Describe describe_;
   FrameEncoder encoder_;
-  std::unordered_map<std::string, Pending> pending_;
+  std::unordered_map<std::string, Pending> pending_;  // Never erased.
+  const std::string* last_stream_ = nullptr;  // The entry Touch() found last.
+  Pending* last_ = nullptr;
   std::unordered_map<std::string, bool> complete_;  // Stream -> subscribed.
   std::unordered_map<std::string, bool> subscribed_;
   std::unordered_map<std::string, uint64_t> topics_;  // Applied, refcounted.
