@@ -194,7 +194,15 @@ void InflightWindow::AddOne(const Item& item, Clock::time_point now) {
   e->sent_at = now;
   e->attempts = 1;
   e->outstanding = true;
-  sent_.push_back({now, key, 1});
+  if (!sent_.empty() && key != kEndKey) {
+    Sent& last = sent_.back();
+    if (last.at == now && last.attempts == 1 && last.key != kEndKey &&
+        last.key + last.count == key) {
+      ++last.count;
+      return;
+    }
+  }
+  sent_.push_back({now, key, 1, 1});
 }
 
 bool InflightWindow::Release(uint64_t key, Clock::time_point now,
@@ -273,9 +281,11 @@ size_t InflightWindow::Ack(const AckMessage& ack, Clock::time_point now) {
 
 void InflightWindow::PruneSent() {
   while (!sent_.empty()) {
-    const Sent& s = sent_.front();
-    const Entry* e = Find(s.key);
-    if (e != nullptr && e->attempts == s.attempts) return;
+    Sent& s = sent_.front();
+    for (; s.count > 0; ++s.key, --s.count) {
+      const Entry* e = Find(s.key);
+      if (e != nullptr && e->attempts == s.attempts) return;
+    }
     sent_.pop_front();
   }
 }
@@ -308,11 +318,13 @@ size_t InflightWindow::TakeExpired(Clock::time_point now, size_t max,
                     (rto_fired && now >= oldest.at + Rto());
     if (!overdue && !rto_lost) break;
     if (rto_lost && !overdue) rto_fired = true;
-    sent_.pop_front();
+    Sent& front = sent_.front();
+    ++front.key;
+    if (--front.count == 0) sent_.pop_front();
     Entry& e = *Find(oldest.key);
     e.attempts += 1;
     e.sent_at = now;
-    sent_.push_back({now, oldest.key, e.attempts});
+    sent_.push_back({now, oldest.key, 1, e.attempts});
     out.push_back(e.item);
     ++taken;
   }

@@ -134,9 +134,13 @@ class InflightWindow {
     int attempts = 0;
     bool outstanding = false;
   };
-  struct Sent {  // One transmission, in the order of sending.
+  // Transmissions at one time, in the order of sending: keys [key, key +
+  // count) (a run's first transmissions share one), sent for the
+  // `attempts`th time.
+  struct Sent {
     Clock::time_point at;
     uint64_t key;
+    uint64_t count;
     int attempts;
   };
   Entry* Find(uint64_t key);  // Outstanding entry or null. REQUIRES: mu_.

@@ -130,7 +130,10 @@ Status AckPublisher::Publish(Clock::time_point now, bool all) {
   answers_.clear();
   for (auto& [stream, p] : pending_) {
     if (!p.since || (!all && !IsDue(p, now))) continue;
-    std::sort(p.seqs.begin(), p.seqs.end());
+    // Mostly in order already (one worker's runs arrive whole).
+    if (!std::is_sorted(p.seqs.begin(), p.seqs.end())) {
+      std::sort(p.seqs.begin(), p.seqs.end());
+    }
     AckMessage ack;
     ack.stream = stream;
     size_t i = 0;
@@ -156,7 +159,10 @@ Status AckPublisher::Publish(Clock::time_point now, bool all) {
       Status s = Send(ack);
       if (!s.ok()) return s;
     } while (i < p.seqs.size());
+    std::vector<uint64_t> seqs = std::move(p.seqs);  // Keeps its capacity.
+    seqs.clear();
     p = Pending();
+    p.seqs = std::move(seqs);
   }
   return Status::Ok();
 }
