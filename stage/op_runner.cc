@@ -568,8 +568,8 @@ class SyncRunner : public OpRunner {
 
 }  // namespace
 
-// AsyncOp: per loop thread, an io_context running the op and a feeder
-// thread that claims items while a slot is free.
+// AsyncOp: per loop thread, an io_context running the op; submitted runs
+// are posted to the loop, which starts items while a slot is free.
 class AsyncRunner : public OpRunner {
  public:
   AsyncRunner(const OpPlan& plan, OpCounters& counters)
@@ -582,7 +582,7 @@ class AsyncRunner : public OpRunner {
   Status Make(const boost::program_options::variables_map& flags) {
     const size_t k = static_cast<size_t>(plan_.concurrency);
     for (int i = 0; i < plan_.threads; ++i) {
-      auto loop = std::make_unique<Loop>(k);
+      auto loop = std::make_unique<Loop>(static_cast<uint32_t>(i));
       loop->context = ContextFor(plan_, flags, i);
       loop->context.io = &loop->io;
       auto op = plan_.definition->make_async(loop->context);
@@ -604,24 +604,43 @@ class AsyncRunner : public OpRunner {
       auto runner = StartThread("async op loop", [&loop] { loop.io.run(); });
       if (!runner.ok()) return runner.status();
       loop.runner = std::move(*runner);
-      auto feeder = StartThread("async op feeder", [this, i, &loop] { Feed(i, loop); });
-      if (!feeder.ok()) {
-        loop.io.stop();  // Its feeder will never feed it.
-        return feeder.status();
-      }
-      loop.feeder = std::move(*feeder);
     }
     return Status::Ok();
   }
 
-  // Each item travels on as soon as it completes.
-  void Submit(ItemRun run) override { SplitAndPush(std::move(run), 1, tasks_); }
+  // The whole run goes to the loop with the fewest items waiting: one
+  // wake-up of that loop per run, not per item.
+  void Submit(ItemRun run) override {
+    Loop* loop = loops_.front().get();
+    for (auto& l : loops_) {
+      if (l->waiting.load(std::memory_order_relaxed) <
+          loop->waiting.load(std::memory_order_relaxed)) {
+        loop = l.get();
+      }
+    }
+    loop->waiting.fetch_add(run.size(), std::memory_order_relaxed);
+    bool post = false;
+    {
+      std::lock_guard<std::mutex> lock(loop->mu);
+      loop->inbox.push_back({std::move(run), 0, std::chrono::steady_clock::now()});
+      post = !std::exchange(loop->drain_posted, true);
+    }
+    if (post) boost::asio::post(loop->io, [this, loop] { Drain(*loop); });
+  }
 
-  void Close() override { tasks_.Close(); }
+  void Close() override {
+    for (auto& l : loops_) {
+      Loop* loop = l.get();
+      {
+        std::lock_guard<std::mutex> lock(loop->mu);
+        if (std::exchange(loop->closed, true)) continue;
+      }
+      boost::asio::post(loop->io, [this, loop] { MaybeEnd(*loop); });
+    }
+  }
 
   void Join() override {
     for (auto& loop : loops_) {
-      if (loop->feeder.joinable()) loop->feeder.join();
       if (loop->runner.joinable()) loop->runner.join();
     }
   }
@@ -648,67 +667,137 @@ class AsyncRunner : public OpRunner {
     Item origin;            // A fanned-out item while its parts run.
     std::vector<Item> parts;
     size_t next_part = 0;
-    TaskQueue::Task* task = nullptr;  // The run the item belongs to...
-    size_t index = 0;                 // ...and its place there.
     int attempts = 0;
     uint32_t generation = 0;
     bool busy = false;
     std::chrono::steady_clock::time_point began;  // For Item::op_us.
     boost::asio::steady_timer timer;  // Timeout, then retry backoff.
   };
+  // A submitted run, its items taken into slots front to back.
+  struct Inbound {
+    ItemRun run;
+    size_t next = 0;
+    std::chrono::steady_clock::time_point pushed_at;  // For Item::queued_us.
+  };
+  // One event loop: its thread runs the op's starts, completions, timers,
+  // and takes submitted runs; finished items leave in runs, one per round
+  // of the loop, so that the stage's I/O thread wakes once per round.
   struct Loop {
-    explicit Loop(size_t k) : permits(static_cast<std::ptrdiff_t>(k)) {}
+    explicit Loop(uint32_t i) : index(i) {}
+    const uint32_t index;  // In loops_.
     boost::asio::io_context io{1};
     boost::asio::executor_work_guard<boost::asio::io_context::executor_type>
         guard{io.get_executor()};
     OpContext context;
     std::unique_ptr<AsyncOp> op;
     std::deque<Slot> slots;       // Stable addresses.
-    std::vector<uint32_t> free;   // Loop thread only.
-    std::counting_semaphore<1 << 30> permits;
-    std::thread runner, feeder;
+    std::thread runner;
+    std::atomic<size_t> waiting{0};  // Submitted items not yet in a slot.
+    std::mutex mu;
+    std::deque<Inbound> inbox;   // Guarded by mu.
+    bool drain_posted = false;   // Guarded by mu.
+    bool closed = false;         // Guarded by mu.
+    // The loop thread's own:
+    std::vector<uint32_t> free;  // Free slots.
+    std::deque<Inbound> taken;   // Runs moved out of the inbox.
+    ItemRun done;                // Finished items, not yet passed on.
+    std::vector<ItemRun> spare;  // Emptied runs, reused for `done`.
+    bool flush_posted = false;
+    bool ended = false;
   };
 
-  void Feed(size_t index, Loop& loop) {
-    const size_t k = static_cast<size_t>(plan_.concurrency);
-    while (true) {
-      loop.permits.acquire();
-      std::optional<TaskQueue::Claim> claim = tasks_.Take(1);
-      if (!claim) {
-        loop.permits.release();
-        break;
+  // On the loop thread: takes what was submitted, starts what fits.
+  void Drain(Loop& loop) {
+    {
+      std::lock_guard<std::mutex> lock(loop.mu);
+      loop.drain_posted = false;
+      for (Inbound& in : loop.inbox) loop.taken.push_back(std::move(in));
+      loop.inbox.clear();
+    }
+    Pump(loop);
+  }
+
+  // Starts items while a slot is free; items that bypass the op go
+  // straight to the finished run.
+  void Pump(Loop& loop) {
+    const auto k = static_cast<uint32_t>(plan_.concurrency);
+    while (!loop.taken.empty()) {
+      Inbound& in = loop.taken.front();
+      if (in.next < in.run.size()) {
+        Item& item = in.run[in.next];
+        if (!Bypasses(item) && loop.free.empty()) break;
+        ++in.next;
+        loop.waiting.fetch_sub(1, std::memory_order_relaxed);
+        if (Bypasses(item)) {
+          Deliver(loop, std::move(item));
+        } else {
+          const uint32_t s = loop.free.back();
+          loop.free.pop_back();
+          Begin(loop, loop.index * k + s, item, in.pushed_at);
+        }
       }
-      Item& item = claim->task->run[claim->begin];
-      if (Bypasses(item)) {
-        loop.permits.release();
-        if (auto done = TaskQueue::Done(claim->task, 1)) forward_(std::move(*done));
-        continue;
+      if (in.next == in.run.size()) {
+        in.run.Clear();
+        if (loop.spare.size() < kSpareRuns) loop.spare.push_back(std::move(in.run));
+        loop.taken.pop_front();
       }
-      boost::asio::post(loop.io, [this, index, &loop, claim = *claim] {
-        uint32_t s = loop.free.back();
-        loop.free.pop_back();
-        Begin(loop, static_cast<uint32_t>(index * plan_.concurrency) + s, claim);
+    }
+    MaybeEnd(loop);
+  }
+
+  // Adds a finished item to the run that leaves at the end of this round
+  // of the loop (or at once, when it is full).
+  void Deliver(Loop& loop, Item&& item) {
+    loop.done.Append(std::move(item));
+    if (loop.done.size() >= kDoneRunItems) {
+      FlushDone(loop);
+    } else if (!std::exchange(loop.flush_posted, true)) {
+      boost::asio::post(loop.io, [this, &loop] {
+        loop.flush_posted = false;
+        FlushDone(loop);
+        MaybeEnd(loop);
       });
     }
-    // Wait until every slot is free again, then let the loop run dry.
-    for (size_t i = 0; i < k; ++i) loop.permits.acquire();
-    boost::asio::post(loop.io, [&loop] { loop.guard.reset(); });
+  }
+
+  void FlushDone(Loop& loop) {
+    if (loop.done.empty()) return;
+    ItemRun out = std::move(loop.done);
+    if (!loop.spare.empty()) {
+      loop.done = std::move(loop.spare.back());
+      loop.spare.pop_back();
+    }
+    forward_(std::move(out));
+  }
+
+  // After Close(): once nothing is waiting, running or unsent, lets the
+  // loop run dry (its thread then returns).
+  void MaybeEnd(Loop& loop) {
+    if (loop.ended || !loop.taken.empty() ||
+        loop.free.size() != static_cast<size_t>(plan_.concurrency)) {
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(loop.mu);
+      if (!loop.closed || !loop.inbox.empty()) return;
+    }
+    FlushDone(loop);
+    loop.ended = true;
+    loop.guard.reset();
   }
 
   Slot& SlotOf(Loop& loop, uint32_t global_slot) {
     return loop.slots[global_slot % static_cast<uint32_t>(plan_.concurrency)];
   }
 
-  void Begin(Loop& loop, uint32_t global_slot, TaskQueue::Claim claim) {
+  void Begin(Loop& loop, uint32_t global_slot, Item& item,
+             std::chrono::steady_clock::time_point pushed_at) {
     Slot& slot = SlotOf(loop, global_slot);
     slot.busy = true;
-    slot.task = claim.task;
-    slot.index = claim.begin;
     slot.parts.clear();
     slot.next_part = 0;
-    Item& item = claim.task->run[claim.begin];
     slot.began = std::chrono::steady_clock::now();
-    AddMicros(item.queued_us, slot.began - claim.task->pushed_at);
+    AddMicros(item.queued_us, slot.began - pushed_at);
     if (item.more_payloads.empty()) {
       slot.item = std::move(item);
     } else {
@@ -797,19 +886,18 @@ class AsyncRunner : public OpRunner {
     slot.busy = false;
     ++slot.generation;
     AddMicros(slot.item.op_us, std::chrono::steady_clock::now() - slot.began);
-    slot.task->run[slot.index] = std::move(slot.item);
-    slot.item = Item();
-    TaskQueue::Task* task = slot.task;
-    slot.task = nullptr;
     loop.free.push_back(global_slot % static_cast<uint32_t>(plan_.concurrency));
-    loop.permits.release();
-    if (auto done = TaskQueue::Done(task, 1)) forward_(std::move(*done));
+    Deliver(loop, std::move(slot.item));
+    slot.item = Item();
+    Pump(loop);
   }
+
+  static constexpr size_t kDoneRunItems = 128;  // A frame's worth.
+  static constexpr size_t kSpareRuns = 16;
 
   const OpPlan plan_;
   OpCounters& counters_;
   std::vector<std::unique_ptr<Loop>> loops_;
-  TaskQueue tasks_;
   Forward forward_;
 };
 

@@ -9,11 +9,14 @@
 //                    the threads work on one run's items side by side),
 //                    calls the op, retries what failed; the thread that
 //                    finishes a run's last chunk passes the run on.
-//   AsyncOp          per loop thread: a feeder thread claims items while one
-//                    of --concurrency slots is free and hands them to a
-//                    Boost.Asio loop, where the op starts them; completions,
-//                    timeouts (--op-timeout-ms) and retry backoff are events
-//                    on that loop. The item that finishes a run passes it on.
+//   AsyncOp          per loop thread, a Boost.Asio loop: a submitted run is
+//                    posted to the loop with the fewest items waiting (one
+//                    wake-up per run), which starts its items while one of
+//                    --concurrency slots is free; completions, timeouts
+//                    (--op-timeout-ms) and retry backoff are events on that
+//                    loop. Finished items leave together, one run per round
+//                    of the loop (at most a frame's worth), in the order
+//                    they finish.
 //
 // Cheap ops run where the run is: the runner times the op (wall time per
 // item, smoothed); while an ItemOp or BatchOp costs less than handing a run

@@ -4,6 +4,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -71,6 +72,22 @@ class Outbox {
   std::vector<ItemRun> runs_;  // Guarded by mu_.
 };
 
+}  // namespace
+
+size_t HeldCapacity(const StageOptions& options) {
+  size_t slots = 0;
+  for (const OpPlan& op : options.ops) {
+    if (op.concurrency > 0) {
+      slots += static_cast<size_t>(op.concurrency) * static_cast<size_t>(op.threads);
+    }
+  }
+  if (slots == 0) return options.flags.queue_capacity;
+  return std::max(options.flags.queue_capacity,
+                  slots + 2 * options.flags.send.batch_items);
+}
+
+namespace {
+
 bool AllBypass(const ItemRun& run) {
   for (const Item& item : run) {
     if (!item.end_of_stream && !item.failed()) return false;
@@ -120,7 +137,7 @@ class StageIo {
   };
 
   Status Loop() {
-    const size_t capacity = options_.flags.queue_capacity;
+    const size_t capacity = HeldCapacity(options_);
     std::vector<ItemRun> back;
     RateLimitedLog reject_log("rx.reject", std::chrono::seconds(1));
     zmq::message_t frame;

@@ -60,6 +60,12 @@ struct StageCounters {
   nlohmann::json ToJson(const StageOptions& options) const;
 };
 
+// Most items the stage holds at once (received, not yet sent): --queue, and
+// at least enough to fill every async slot of the chain (concurrency x loop
+// threads) with two frames' worth behind them, so that --concurrency 1000
+// means 1000 calls in flight.
+size_t HeldCapacity(const StageOptions& options);
+
 // Opens both sockets, prints "READY in=<addresses> out=<addresses>" on
 // `ready_out`, then runs until a stop request and a complete drain.
 Status RunStage(const StageOptions& options, StopSignal& stop,

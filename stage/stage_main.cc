@@ -96,7 +96,8 @@ int Main(int argc, const char* const argv[]) {
        "token 10, result 5, others 0)")
       ("concurrency", po::value<std::string>(),
        "items in flight per loop thread for ops with an asynchronous form "
-       "(0: run the per-item form on threads)")
+       "(0: run the per-item form on threads); the stage then holds at "
+       "least that many items, whatever --queue says")
       ("retries", po::value<std::string>()->default_value("2"),
        "retries of an item whose attempt failed transiently, per op")
       ("retry-backoff-ms", po::value<std::string>()->default_value("50"),
