@@ -16,6 +16,11 @@
 // item: user + system time of all four processes (getrusage of the reaped
 // children) divided by N. Each run appends a line to
 // bench/results/history.tsv (see --history).
+//
+// Also (each can be turned off): low-load latency against three raw hops
+// (--latency), an API-bound worker — one token stage of 10 ms calls on its
+// default threads and on one loop thread with --concurrency 1000 (--async) —
+// and the scaling table of latency-bound workers (--scaling).
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -340,6 +345,51 @@ ScalingRow Scale(int workers) {
   return row;
 }
 
+// Peak resident memory of a running process, in KiB (VmHWM); 0 if unknown.
+uint64_t PeakRssKib(pid_t pid) {
+  const std::string status =
+      testing::ReadFile("/proc/" + std::to_string(pid) + "/status");
+  const size_t at = status.find("VmHWM:");
+  return at == std::string::npos ? 0 : std::strtoull(status.c_str() + at + 6, nullptr, 10);
+}
+
+// An API-bound stage: producer -> one token worker (`token_flags`, 10 ms
+// calls) -> sink, n items, acks on. The sink's items/s (0 if the run was
+// not exact) and the worker's peak memory.
+struct WorkerRun {
+  double items_per_s = 0;
+  uint64_t peak_rss_kib = 0;
+};
+WorkerRun OneTokenWorker(uint64_t n, const std::vector<std::string>& token_flags) {
+  TempDir dir;
+  WorkerRun run;
+  auto sink = std::make_unique<Process>(std::vector<std::string>{
+      BinaryPath("sluice-sink"), "--in", "@tcp://127.0.0.1:*", "--acks",
+      "@tcp://127.0.0.1:*", "--report", dir.File("report.json"), "--progress",
+      "off", "--state", "off", "--idle-timeout", "120"});
+  auto sink_ready = sink->WaitReady();
+  auto producer = std::make_unique<Process>(std::vector<std::string>{
+      BinaryPath("sluice-producer"), "--out", "@tcp://127.0.0.1:*", "--count",
+      std::to_string(n), "--peers", "1", "--acks", ">" + sink_ready["acks"]});
+  std::vector<std::string> args = {BinaryPath("sluice-stage"), "--op", "token",
+                                   "--latency-ms", "10", "--in",
+                                   ">" + producer->WaitReady()["out"], "--out",
+                                   ">" + sink_ready["in"]};
+  args.insert(args.end(), token_flags.begin(), token_flags.end());
+  Process token(args);
+  const bool done = sink->Wait(std::chrono::minutes(5)) == 0;
+  producer->Wait(std::chrono::minutes(1));
+  run.peak_rss_kib = PeakRssKib(token.pid());
+  token.Signal(SIGTERM);
+  token.Wait(std::chrono::minutes(1));
+  auto report = nlohmann::json::parse(testing::ReadFile(dir.File("report.json")),
+                                      nullptr, false);
+  if (done && !report.is_discarded() && report["unique"].get<uint64_t>() == n) {
+    run.items_per_s = report["items_per_s"].get<double>();
+  }
+  return run;
+}
+
 // Prints the table, writes it as TSV next to the history and, if gnuplot is
 // there, draws it as a PNG: items/s and elapsed time against workers.
 bool ScalingTable(const std::string& results_dir) {
@@ -432,7 +482,8 @@ int Main(int argc, char** argv) {
       Flag(argc, argv, "--history", std::string(SLUICE_SOURCE_DIR) + "/bench/results/history.tsv");
   if (n < 2 || runs < 1) {
     std::fprintf(stderr, "usage: sluice-bench [--items N] [--runs R] "
-                         "[--history FILE|off] [--scaling on|off] [--latency on|off]\n");
+                         "[--history FILE|off] [--scaling on|off] [--latency on|off] "
+                         "[--async on|off]\n");
     return 64;
   }
   std::printf("sluice-bench: %llu items, %d runs each, interleaved; medians\n",
@@ -479,6 +530,29 @@ int Main(int argc, char** argv) {
     std::printf("  %-44s: %10.0f items/s  ratio %.2f  %.2f us CPU/item\n", s.name,
                 Median(s.rate), Median(s.rate) / raw_m, Median(s.cpu));
   }
+  double async_rate = 0;
+  if (Flag(argc, argv, "--async", "on") != "off") {
+    // Goal (issue 10): one worker, one loop thread, 10 ms calls: >= 50,000
+    // items/s. Yardstick: the same worker on its default 10 threads.
+    std::vector<double> threaded, async;
+    uint64_t async_rss = 0;
+    for (int r = 0; r < runs; ++r) {
+      threaded.push_back(OneTokenWorker(4000, {}).items_per_s);
+      WorkerRun a = OneTokenWorker(300000, {"--concurrency", "1000", "--threads", "1"});
+      async.push_back(a.items_per_s);
+      async_rss = std::max(async_rss, a.peak_rss_kib);
+      if (threaded.back() <= 0 || async.back() <= 0) {
+        std::fprintf(stderr, "API-bound run %d failed\n", r + 1);
+        return 70;
+      }
+    }
+    async_rate = Median(async);
+    std::printf("one token worker, 10 ms calls (goal: >= 50000 items/s on one loop thread):\n"
+                "  10 threads (the default)        : %10.0f items/s\n"
+                "  --concurrency 1000, one thread  : %10.0f items/s  (x%.0f; peak RSS %llu KiB)\n",
+                Median(threaded), async_rate, async_rate / Median(threaded),
+                static_cast<unsigned long long>(async_rss));
+  }
   double raw_latency = 0, pipeline_latency = 0;
   if (Flag(argc, argv, "--latency", "on") != "off") {
     // Goal: p50 <= 1.2 x three raw hops. Medians of the runs' medians.
@@ -516,7 +590,7 @@ int Main(int argc, char** argv) {
       out << "date\tcommit\titems\traw_chain_per_s\tacks_default_per_s\t"
              "acks_1thread_per_s\tacks_off_1thread_per_s\tratio_acks_default\t"
              "ratio_acks_1thread\tcpu_us_acks_default\tcpu_us_acks_1thread\t"
-             "latency_p50_raw_us\tlatency_p50_pipeline_us\n";
+             "latency_p50_raw_us\tlatency_p50_pipeline_us\tasync_token_per_s\n";
     }
     char date[32];
     std::time_t now = std::time(nullptr);
@@ -524,10 +598,10 @@ int Main(int argc, char** argv) {
     out << date << '\t' << Commit() << '\t' << n << '\t' << static_cast<uint64_t>(raw_m);
     for (const Series& s : series) out << '\t' << static_cast<uint64_t>(Median(s.rate));
     char tail[192];
-    std::snprintf(tail, sizeof(tail), "\t%.3f\t%.3f\t%.3f\t%.3f\t%.0f\t%.0f\n",
+    std::snprintf(tail, sizeof(tail), "\t%.3f\t%.3f\t%.3f\t%.3f\t%.0f\t%.0f\t%.0f\n",
                   Median(series[0].rate) / raw_m, Median(series[1].rate) / raw_m,
                   Median(series[0].cpu), Median(series[1].cpu), raw_latency,
-                  pipeline_latency);
+                  pipeline_latency, async_rate);
     out << tail;
     std::printf("appended to %s\n", history.c_str());
   }
