@@ -307,26 +307,42 @@ struct ScalingRow {
   bool ok = false;
 };
 
+// A sink (acks on, its report in `dir`) and a producer of n items for
+// `peers` workers, both up; the workers between them are the caller's.
+struct Ends {
+  std::unique_ptr<Process> sink, producer;
+  std::string sink_in, producer_out;
+};
+Ends StartEnds(TempDir& dir, uint64_t n, int peers) {
+  Ends ends;
+  ends.sink = std::make_unique<Process>(std::vector<std::string>{
+      BinaryPath("sluice-sink"), "--in", "@tcp://127.0.0.1:*", "--acks",
+      "@tcp://127.0.0.1:*", "--report", dir.File("report.json"), "--progress",
+      "off", "--state", "off", "--idle-timeout", "120"});
+  auto sink_ready = ends.sink->WaitReady();
+  ends.sink_in = sink_ready["in"];
+  ends.producer = std::make_unique<Process>(std::vector<std::string>{
+      BinaryPath("sluice-producer"), "--out", "@tcp://127.0.0.1:*", "--count",
+      std::to_string(n), "--peers", std::to_string(peers), "--acks",
+      ">" + sink_ready["acks"]});
+  ends.producer_out = ends.producer->WaitReady()["out"];
+  return ends;
+}
+
 ScalingRow Scale(int workers) {
   TempDir dir;
   const uint64_t n = 1200 * static_cast<uint64_t>(workers);
   ScalingRow row;
   row.workers = workers;
-  auto sink = std::make_unique<Process>(std::vector<std::string>{
-      BinaryPath("sluice-sink"), "--in", "@tcp://127.0.0.1:*", "--acks",
-      "@tcp://127.0.0.1:*", "--report", dir.File("report.json"), "--progress",
-      "off", "--state", "off", "--idle-timeout", "120"});
-  auto sink_ready = sink->WaitReady();
-  auto producer = std::make_unique<Process>(std::vector<std::string>{
-      BinaryPath("sluice-producer"), "--out", "@tcp://127.0.0.1:*", "--count",
-      std::to_string(n), "--peers", std::to_string(workers), "--acks",
-      ">" + sink_ready["acks"]});
-  const std::string out = producer->WaitReady()["out"];
+  Ends ends = StartEnds(dir, n, workers);
+  auto& sink = ends.sink;
+  auto& producer = ends.producer;
+  const std::string out = ends.producer_out;
   std::vector<std::unique_ptr<Process>> stage;
   for (int i = 0; i < workers; ++i) {
     stage.push_back(std::make_unique<Process>(std::vector<std::string>{
         BinaryPath("sluice-stage"), "--op", "token", "--threads", "2",
-        "--latency-ms", "10", "--in", ">" + out, "--out", ">" + sink_ready["in"]}));
+        "--latency-ms", "10", "--in", ">" + out, "--out", ">" + ends.sink_in}));
   }
   const bool done = sink->Wait(std::chrono::minutes(5)) == 0;
   producer->Wait(std::chrono::minutes(1));
@@ -363,18 +379,13 @@ struct WorkerRun {
 WorkerRun OneTokenWorker(uint64_t n, const std::vector<std::string>& token_flags) {
   TempDir dir;
   WorkerRun run;
-  auto sink = std::make_unique<Process>(std::vector<std::string>{
-      BinaryPath("sluice-sink"), "--in", "@tcp://127.0.0.1:*", "--acks",
-      "@tcp://127.0.0.1:*", "--report", dir.File("report.json"), "--progress",
-      "off", "--state", "off", "--idle-timeout", "120"});
-  auto sink_ready = sink->WaitReady();
-  auto producer = std::make_unique<Process>(std::vector<std::string>{
-      BinaryPath("sluice-producer"), "--out", "@tcp://127.0.0.1:*", "--count",
-      std::to_string(n), "--peers", "1", "--acks", ">" + sink_ready["acks"]});
+  Ends ends = StartEnds(dir, n, 1);
+  auto& sink = ends.sink;
+  auto& producer = ends.producer;
   std::vector<std::string> args = {BinaryPath("sluice-stage"), "--op", "token",
                                    "--latency-ms", "10", "--in",
-                                   ">" + producer->WaitReady()["out"], "--out",
-                                   ">" + sink_ready["in"]};
+                                   ">" + ends.producer_out, "--out",
+                                   ">" + ends.sink_in};
   args.insert(args.end(), token_flags.begin(), token_flags.end());
   Process token(args);
   const bool done = sink->Wait(std::chrono::minutes(5)) == 0;
