@@ -32,7 +32,7 @@
 // valid stream id) and counted it against `max_topics`, so a peer cannot
 // grow libzmq's subscription trie, or our maps, without bound.
 //
-// Thread safety: none; owned by the sink's accounting thread, which also
+// Thread safety: none; owned by the sink's thread, which also
 // owns the socket.
 #ifndef SLUICE_SINK_ACK_PUBLISHER_H_
 #define SLUICE_SINK_ACK_PUBLISHER_H_

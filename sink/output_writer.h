@@ -29,7 +29,7 @@
 // an item below what was already written is written at once. Either makes the
 // output out of order, which output_in_order() then reports.
 //
-// Thread safety: none; owned by the sink's accounting thread.
+// Thread safety: none; owned by the sink's thread.
 #ifndef SLUICE_SINK_OUTPUT_WRITER_H_
 #define SLUICE_SINK_OUTPUT_WRITER_H_
 

@@ -11,7 +11,6 @@
 #include <sstream>
 #include <thread>
 
-#include "common/bounded_queue.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/socket.h"
@@ -33,7 +32,7 @@ double Seconds(std::chrono::steady_clock::duration d) {
   return std::chrono::duration<double>(d).count();
 }
 
-// Trackers of every stream seen, shared by the accounting thread (writes) and
+// Trackers of every stream seen, shared by the sink's thread (writes) and
 // the progress/report code (reads), under one mutex. Also owns the output
 // and the state file, and commits what it has taken before any ack.
 class Accounting {
@@ -866,8 +865,6 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
                ack_addresses.empty() ? ", acks off"
                                      : ", acks published on " + ack_addresses);
 
-  BoundedQueue<ItemRun> queue(RunCapacity(options.flags.queue_capacity,
-                                      options.flags.send.batch_items));
   RunPool pool;
   std::atomic<bool> done{false};  // --streams K reached.
   if (options.streams > 0 && accounting.complete_streams() >= options.streams) {
@@ -877,42 +874,72 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
     stop.Request();
   }
 
+  // One thread receives and accounts: a frame is taken on the thread that
+  // read it (no hand-off, so no wake-up of another thread per frame); the
+  // output, the state file and the acks are written between reads. While it
+  // writes, frames wait in the socket, and a full socket stops the senders
+  // upstream: that is the backpressure.
   StatusOr<ReceiveEnd> receive_end = ReceiveEnd::kStopped;
-  auto receiver = StartThread("receive", [&, socket = std::move(in->socket)]() mutable {
-    ReceiveOptions receive = options.flags.receive;
-    receive.idle_timeout = options.idle_timeout;
-    receive_end = ReceiveLoop(socket, stop, receive, queue, pool, counters.receive);
-    queue.Close();
-    socket.close();
-  });
-  if (!receiver.ok()) return receiver.status();
-
   Status account_status;
-  auto accountant = StartThread("accounting", [&, ack_socket = std::move(ack_socket)]() mutable {
+  auto accountant = StartThread("sink", [&, socket = std::move(in->socket),
+                                         ack_socket = std::move(ack_socket)]() mutable {
     AckPublisher acks(ack_socket ? &*ack_socket : nullptr, options.ack,
                       counters.acks,
                       [&](const std::string& stream, AckMessage& ack) {
                         accounting.Describe(stream, ack);
                       });
+    RateLimitedLog reject_log("rx.reject", std::chrono::seconds(1));
+    zmq::message_t frame;
     std::vector<ItemRun> runs;
-    auto throttle_start = std::chrono::steady_clock::now();
+    auto last_accepted = std::chrono::steady_clock::now();
+    auto throttle_start = last_accepted;
     uint64_t taken = 0;
     auto fail = [&](Status s) {
       account_status = std::move(s);
       stop.Request();
-      queue.Close();
     };
-    while (true) {
+    while (!stop.requested()) {
       for (ItemRun& r : runs) pool.Put(std::move(r));
       runs.clear();
-      const size_t max_runs = options.max_rate > 0 ? 1 : kAccountRuns;
-      std::optional<size_t> n;
-      if (auto due = accounting.NextDue(acks)) {
-        n = queue.PopUpToUntil(max_runs, runs, *due);
-      } else {
-        n = queue.PopUpTo(max_runs, runs);
+      // Wait for a frame, at most until the idle timeout or until a commit
+      // or an ack falls due.
+      const auto now = std::chrono::steady_clock::now();
+      std::optional<std::chrono::milliseconds> wait;
+      if (options.idle_timeout) {
+        auto left = *options.idle_timeout -
+                    std::chrono::duration_cast<std::chrono::milliseconds>(now - last_accepted);
+        if (left.count() <= 0) {
+          receive_end = ReceiveEnd::kIdle;
+          break;
+        }
+        wait = left;
       }
-      if (!n) {  // A commit or an ack fell due while no item came.
+      if (auto due = accounting.NextDue(acks)) {
+        auto until = std::max(std::chrono::milliseconds(0),
+                              std::chrono::ceil<std::chrono::milliseconds>(*due - now));
+        if (!wait || until < *wait) wait = until;
+      }
+      // Then whatever else has arrived, a few frames at most per pass.
+      const size_t max_runs = options.max_rate > 0 ? 1 : kAccountRuns;
+      for (size_t i = 0; i < max_runs; ++i) {
+        StatusOr<WaitOutcome> got = ReceiveFrame(
+            socket, stop.fd(), i == 0 ? wait : std::chrono::milliseconds(0), frame);
+        if (!got.ok()) {
+          receive_end = got.status();
+          stop.Request();
+          break;
+        }
+        if (*got != WaitOutcome::kReady) break;
+        ItemRun run = pool.Get();
+        if (AcceptFrame(frame, options.flags.receive.max_frame_bytes, run,
+                        counters.receive, reject_log)) {
+          runs.push_back(std::move(run));
+        } else {
+          pool.Put(std::move(run));
+        }
+      }
+      if (!receive_end.ok()) break;
+      if (runs.empty()) {  // A commit or an ack fell due (or a frame was refused).
         Status s = acks.ReadSubscriptions(std::chrono::steady_clock::now());
         if (s.ok()) s = accounting.CommitAndPublish(acks, false);
         if (!s.ok()) {
@@ -921,7 +948,7 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
         }
         continue;
       }
-      if (*n == 0) break;  // Closed and drained.
+      last_accepted = std::chrono::steady_clock::now();
       if (options.max_rate > 0) {
         // --max-rate: the deliberate throttle of a slow consumer.
         for (const ItemRun& r : runs) taken += r.size();
@@ -948,9 +975,10 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
       if (!completed->empty() && options.streams > 0 &&
           accounting.complete_streams() >= options.streams && !done) {
         done = true;
-        stop.Request();  // Ends the receive loop; we drain what it queued.
+        stop.Request();
       }
     }
+    socket.close();
     if (account_status.ok()) account_status = accounting.Flush();
     if (account_status.ok()) account_status = accounting.CommitAndPublish(acks, true);
     if (account_status.ok()) {
@@ -969,12 +997,7 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
     }
     if (ack_socket) ack_socket->close();
   });
-  if (!accountant.ok()) {
-    stop.Request();
-    queue.Close();
-    receiver->join();
-    return accountant.status();
-  }
+  if (!accountant.ok()) return accountant.status();
 
   {
     auto started = std::chrono::steady_clock::now();
@@ -985,7 +1008,6 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
     PeriodicTask stats(options.flags.stats_interval, [&] {
       spdlog::info("counters {}", counters.ToJson().dump());
     });
-    receiver->join();
     accountant->join();
     if (options.progress) {
       progress_out << "\r" << accounting.ProgressLine(started) << "\n" << std::flush;

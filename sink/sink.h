@@ -2,8 +2,9 @@
 //
 // The sink: the end of the pipeline and the only judge of completion.
 //
-//   receive thread (owns PULL) -> queue -> accounting thread (per-stream
-//   trackers, duplicate detection, output, reorder buffer, report)
+//   one thread owns PULL and the ack socket: it reads frames and takes
+//   their items itself (per-stream trackers, duplicate detection, output,
+//   reorder buffer, commits, acks), with no hand-off to another thread
 //
 // The caller's thread shows live progress and waits. The run ends when
 // --streams K streams are complete (OK), when no frame arrived for

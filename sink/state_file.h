@@ -12,7 +12,7 @@
 //
 // Open() takes an exclusive lock on the file, so two sinks never share it.
 //
-// Thread safety: none; owned by the sink's accounting thread.
+// Thread safety: none; owned by the sink's thread.
 #ifndef SLUICE_SINK_STATE_FILE_H_
 #define SLUICE_SINK_STATE_FILE_H_
 

@@ -12,7 +12,7 @@
 // numbers above it. A number beyond that window is refused (and counted);
 // the producer sends it again once the gap below has filled.
 //
-// Thread safety: none; the sink's accounting thread owns its trackers.
+// Thread safety: none; the sink's thread owns its trackers.
 #ifndef SLUICE_SINK_STREAM_TRACKER_H_
 #define SLUICE_SINK_STREAM_TRACKER_H_
 
