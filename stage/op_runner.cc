@@ -253,6 +253,7 @@ class CostMeter {
   static constexpr double kCheapNs = 1000;
   static constexpr double kDearNs = 4000;
   static constexpr double kBlockingNs = 100'000;
+  static constexpr double kHandOffNs = 10'000;
 
   explicit CostMeter(std::chrono::milliseconds max_latency) {
     if (max_latency.count() > 0) {
@@ -280,6 +281,15 @@ class CostMeter {
     cheap_.store(false, std::memory_order_relaxed);
   }
   bool cheap() const { return cheap_.load(std::memory_order_relaxed); }
+  // True if running `items` here costs less than handing them to another
+  // thread and back (two wake-ups, kHandOffNs): at low load a run of one
+  // item measures a few microseconds, cold, which is not cheap per item
+  // but far cheaper than the hand-off. Never for an op that blocks or was
+  // demoted by a failure.
+  bool CheaperThanHandOff(size_t items) const {
+    const double ns = ns_.load(std::memory_order_relaxed);
+    return ns >= 0 && ns < kDearNs && ns * static_cast<double>(items) < kHandOffNs;
+  }
   // nanoseconds per item; negative until measured.
   double ns_per_item() const { return ns_.load(std::memory_order_relaxed); }
 
@@ -331,6 +341,11 @@ class SyncRunner : public OpRunner {
 
   bool cheap() const override {
     return cost_.cheap() && !inline_failed_.load(std::memory_order_relaxed);
+  }
+
+  bool InlineFor(size_t items) const override {
+    return (cost_.cheap() || cost_.CheaperThanHandOff(items)) &&
+           !inline_failed_.load(std::memory_order_relaxed);
   }
 
   bool RunInline(ItemRun& run) override {

@@ -100,6 +100,10 @@ class OpRunner {
   // True while the op is measured cheaper than a hand-off to another
   // thread: run it with RunInline() then.
   virtual bool cheap() const { return false; }
+  // True if a run of `items` should run with RunInline(): the op is cheap,
+  // or this run is short enough that running it here costs less than the
+  // two thread wake-ups of a hand-off (low load: runs of one item).
+  virtual bool InlineFor(size_t /*items*/) const { return cheap(); }
   // Runs the op over `run` on the calling thread (ItemOp and BatchOp only)
   // with an instance of its own (made on first use: OpContext::thread ==
   // threads). False if that instance cannot be made: Submit() the run, and

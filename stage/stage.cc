@@ -112,7 +112,7 @@ class StageIo {
   bool Forward(size_t from, ItemRun& run) {
     for (size_t i = from; i < runners_.size(); ++i) {
       if (AllBypass(run)) continue;
-      if (runners_[i]->cheap() && runners_[i]->RunInline(run)) continue;
+      if (runners_[i]->InlineFor(run.size()) && runners_[i]->RunInline(run)) continue;
       runners_[i]->Submit(std::move(run));
       return false;
     }

@@ -3,6 +3,7 @@
 #include "stage/op_runner.h"
 
 #include <atomic>
+#include <condition_variable>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -325,6 +326,54 @@ TEST(OpRunner, AsyncOpPassesItemsFinishedTogetherOnAsOneRun) {
   // At most a frame's worth (128) per run: 8 at best; one per item before.
   EXPECT_GE(runs, 8u);
   EXPECT_LE(runs, 100u);
+}
+
+// At low load runs hold one item and a cold op measures microseconds per
+// item: not cheap per item, but far cheaper than the two thread wake-ups of
+// a hand-off, so a short run runs where it is; a long one goes to threads.
+TEST(OpRunner, AShortRunOfAFewMicrosecondOpRunsInlineALongOneDoesNot) {
+  class Spin : public ItemOp {
+   public:
+    Status Process(Item&) override {  // About 2 us of work, not a sleep.
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(2);
+      while (std::chrono::steady_clock::now() < until) {
+      }
+      return Status::Ok();
+    }
+  };
+  OpDefinition spin{.name = "spin", .make_item = [](const OpContext&) {
+                      return StatusOr<std::unique_ptr<ItemOp>>(std::make_unique<Spin>());
+                    }};
+  static const po::variables_map no_flags;
+  OpCounters counters;
+  auto runner = OpRunner::Create(PlanFor(spin, 2), no_flags, counters);
+  ASSERT_TRUE(runner.ok()) << runner.status().message();
+  EXPECT_FALSE((*runner)->InlineFor(1));  // Not measured yet.
+  std::mutex mu;
+  std::condition_variable back;
+  size_t returned = 0;
+  ASSERT_TRUE((*runner)->Start([&](ItemRun run) {
+                std::lock_guard<std::mutex> lock(mu);
+                returned += run.size();
+                back.notify_all();
+              }).ok());
+  // Wall time is what is measured: on a loaded machine a round can read
+  // high (preempted), so feed rounds until one reads near the truth.
+  bool one_inline = false;
+  for (int round = 1; round <= 100 && !one_inline; ++round) {
+    ItemRun run;
+    for (uint64_t i = 0; i < 200; ++i) run.Append(DataItem(i, "x"));
+    (*runner)->Submit(std::move(run));
+    std::unique_lock<std::mutex> lock(mu);
+    back.wait(lock, [&] { return returned == 200u * round; });
+    lock.unlock();
+    EXPECT_FALSE((*runner)->cheap());        // At least 2 us per item.
+    EXPECT_FALSE((*runner)->InlineFor(128));  // At least 256 us: hand it off.
+    one_inline = (*runner)->InlineFor(1);     // 2 us here, not 2 wake-ups.
+  }
+  EXPECT_TRUE(one_inline);
+  (*runner)->Close();
+  (*runner)->Join();
 }
 
 // --concurrency K means K calls in flight: the stage holds enough items to
