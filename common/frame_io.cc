@@ -47,35 +47,57 @@ bool AcceptFrame(const zmq::message_t& frame, size_t max_frame_bytes, ItemRun& r
   return true;
 }
 
+StatusOr<std::optional<ReceiveEnd>> FrameReceiver::Receive(
+    std::vector<ItemRun>& runs, RunPool& pool, size_t max_frames,
+    std::optional<std::chrono::steady_clock::time_point> until) {
+  using std::chrono::milliseconds;
+  using Ended = std::optional<ReceiveEnd>;
+  if (stop_.requested()) return Ended(ReceiveEnd::kStopped);
+  const auto now = std::chrono::steady_clock::now();
+  std::optional<milliseconds> wait;
+  if (options_.idle_timeout) {
+    const auto left = *options_.idle_timeout -
+                      std::chrono::duration_cast<milliseconds>(now - last_accepted_);
+    if (left.count() <= 0) return Ended(ReceiveEnd::kIdle);
+    wait = left;
+  }
+  if (until) {
+    const auto due = std::max(milliseconds(0),
+                              std::chrono::ceil<milliseconds>(*until - now));
+    if (!wait || due < *wait) wait = due;
+  }
+  for (size_t i = 0; i < max_frames; ++i) {
+    StatusOr<WaitOutcome> got =
+        ReceiveFrame(socket_, stop_.fd(), i == 0 ? wait : milliseconds(0), frame_);
+    if (!got.ok()) return got.status();
+    if (*got == WaitOutcome::kStopped && i == 0) return Ended(ReceiveEnd::kStopped);
+    if (*got != WaitOutcome::kReady) break;  // The next call sees a stop.
+    ItemRun run = pool.Get();
+    if (AcceptFrame(frame_, options_.max_frame_bytes, run, counters_, reject_log_)) {
+      last_accepted_ = std::chrono::steady_clock::now();
+      runs.push_back(std::move(run));
+    } else {
+      pool.Put(std::move(run));
+    }
+  }
+  return Ended();
+}
+
 StatusOr<ReceiveEnd> ReceiveLoop(zmq::socket_t& socket, const StopSignal& stop,
                                  const ReceiveOptions& options,
                                  BoundedQueue<ItemRun>& queue, RunPool& pool,
                                  ReceiveCounters& counters) {
-  RateLimitedLog reject_log("rx.reject", std::chrono::seconds(1));
-  zmq::message_t frame;
-  ItemRun run = pool.Get();
-  auto last_accepted = std::chrono::steady_clock::now();
-  while (!stop.requested()) {
-    std::optional<std::chrono::milliseconds> wait;
-    if (options.idle_timeout) {
-      auto left = *options.idle_timeout -
-                  std::chrono::duration_cast<std::chrono::milliseconds>(
-                      std::chrono::steady_clock::now() - last_accepted);
-      if (left.count() <= 0) return ReceiveEnd::kIdle;
-      wait = left;
-    }
-    StatusOr<WaitOutcome> got = ReceiveFrame(socket, stop.fd(), wait, frame);
+  FrameReceiver receiver(socket, stop, options, counters);
+  std::vector<ItemRun> runs;
+  while (true) {
+    StatusOr<std::optional<ReceiveEnd>> got = receiver.Receive(runs, pool, 1, std::nullopt);
     if (!got.ok()) return got.status();
-    if (*got == WaitOutcome::kStopped) return ReceiveEnd::kStopped;
-    if (*got == WaitOutcome::kTimedOut) continue;  // Re-checks the idle time.
-    if (!AcceptFrame(frame, options.max_frame_bytes, run, counters, reject_log)) {
-      continue;
+    if (*got) return **got;
+    for (ItemRun& run : runs) {
+      if (!queue.Push(std::move(run))) return ReceiveEnd::kQueueClosed;
     }
-    last_accepted = std::chrono::steady_clock::now();
-    if (!queue.Push(std::move(run))) return ReceiveEnd::kQueueClosed;
-    run = pool.Get();
+    runs.clear();
   }
-  return ReceiveEnd::kStopped;
 }
 
 Status BatchSender::SendFrame(zmq::message_t frame, uint64_t n_items,

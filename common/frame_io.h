@@ -1,17 +1,19 @@
 // common/frame_io.h
 //
-// The two loops at the edges of a process: ReceiveLoop (PULL socket ->
-// decode -> bounded queue of Runs, one run per frame) and SendLoop (bounded
-// queue of Runs -> batch frames -> PUSH socket). Each runs on its own thread
-// and owns its socket for the duration. Runs go back to a RunPool once sent,
-// so that their storage is reused.
+// The edges of a process: FrameReceiver (PULL socket -> decode -> runs, one
+// run per frame, for a thread that does other work between receives, as
+// the sink's does), ReceiveLoop (the same into a bounded queue, on a thread
+// of its own) and SendLoop (bounded queue of Runs -> batch frames -> PUSH
+// socket). Each owns its socket for the duration. Runs go back to a RunPool
+// once used, so that their storage is reused.
 //
-// Backpressure: ReceiveLoop blocks pushing into a full queue and stops
-// reading its socket, so the sender upstream meets its high-water mark.
-// SendLoop blocks in send when every peer is at its high-water mark.
+// Backpressure: ReceiveLoop blocks pushing into a full queue, and a
+// FrameReceiver's thread reads only when it asks; either way the socket
+// fills and the sender upstream meets its high-water mark. SendLoop blocks
+// in send when every peer is at its high-water mark.
 //
-// Wire input is untrusted: ReceiveLoop counts each rejected frame by reason,
-// logs one rate-limited line, drops it and goes on.
+// Wire input is untrusted: each rejected frame is counted by reason, logged
+// (one rate-limited line), dropped, and receiving goes on.
 #ifndef SLUICE_COMMON_FRAME_IO_H_
 #define SLUICE_COMMON_FRAME_IO_H_
 
@@ -19,6 +21,7 @@
 #include <cstddef>
 #include <optional>
 #include <span>
+#include <vector>
 
 #include <zmq.hpp>
 
@@ -52,6 +55,34 @@ enum class ReceiveEnd {
   kStopped,      // `stop` was requested.
   kIdle,         // No accepted frame for idle_timeout.
   kQueueClosed,  // The consumer closed `queue`.
+};
+
+// Receives frames into runs when asked. Not thread-safe: one thread owns it
+// and the socket.
+class FrameReceiver {
+ public:
+  FrameReceiver(zmq::socket_t& socket, const StopSignal& stop,
+                const ReceiveOptions& options, ReceiveCounters& counters)
+      : socket_(socket), stop_(stop), options_(options), counters_(counters) {}
+
+  // Waits for a frame until `until` (nullopt: no limit but the idle
+  // timeout), then takes what else has already arrived, up to `max_frames`
+  // frames in all, without waiting. Each accepted frame becomes a run from
+  // `pool`, appended to `runs`. nullopt: go on (with no run if `until`
+  // passed or every frame was refused); otherwise why receiving has ended
+  // (never with runs appended by this call).
+  StatusOr<std::optional<ReceiveEnd>> Receive(
+      std::vector<ItemRun>& runs, RunPool& pool, size_t max_frames,
+      std::optional<std::chrono::steady_clock::time_point> until);
+
+ private:
+  zmq::socket_t& socket_;
+  const StopSignal& stop_;
+  const ReceiveOptions options_;
+  ReceiveCounters& counters_;
+  RateLimitedLog reject_log_{"rx.reject", std::chrono::seconds(1)};
+  zmq::message_t frame_;
+  std::chrono::steady_clock::time_point last_accepted_ = std::chrono::steady_clock::now();
 };
 
 // Receives until one of ReceiveEnd happens; never closes `queue` itself.

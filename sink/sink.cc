@@ -888,11 +888,11 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
                       [&](const std::string& stream, AckMessage& ack) {
                         accounting.Describe(stream, ack);
                       });
-    RateLimitedLog reject_log("rx.reject", std::chrono::seconds(1));
-    zmq::message_t frame;
+    ReceiveOptions receive = options.flags.receive;
+    receive.idle_timeout = options.idle_timeout;
+    FrameReceiver receiver(socket, stop, receive, counters.receive);
     std::vector<ItemRun> runs;
-    auto last_accepted = std::chrono::steady_clock::now();
-    auto throttle_start = last_accepted;
+    auto throttle_start = std::chrono::steady_clock::now();
     uint64_t taken = 0;
     auto fail = [&](Status s) {
       account_status = std::move(s);
@@ -901,44 +901,19 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
     while (!stop.requested()) {
       for (ItemRun& r : runs) pool.Put(std::move(r));
       runs.clear();
-      // Wait for a frame, at most until the idle timeout or until a commit
-      // or an ack falls due.
-      const auto now = std::chrono::steady_clock::now();
-      std::optional<std::chrono::milliseconds> wait;
-      if (options.idle_timeout) {
-        auto left = *options.idle_timeout -
-                    std::chrono::duration_cast<std::chrono::milliseconds>(now - last_accepted);
-        if (left.count() <= 0) {
-          receive_end = ReceiveEnd::kIdle;
-          break;
-        }
-        wait = left;
+      // A frame, waiting at most until a commit or an ack falls due (or the
+      // idle timeout), then a few more if they have arrived.
+      StatusOr<std::optional<ReceiveEnd>> got = receiver.Receive(
+          runs, pool, options.max_rate > 0 ? 1 : kAccountRuns, accounting.NextDue(acks));
+      if (!got.ok()) {
+        receive_end = got.status();
+        stop.Request();
+        break;
       }
-      if (auto due = accounting.NextDue(acks)) {
-        auto until = std::max(std::chrono::milliseconds(0),
-                              std::chrono::ceil<std::chrono::milliseconds>(*due - now));
-        if (!wait || until < *wait) wait = until;
+      if (*got) {
+        receive_end = **got;
+        break;
       }
-      // Then whatever else has arrived, a few frames at most per pass.
-      const size_t max_runs = options.max_rate > 0 ? 1 : kAccountRuns;
-      for (size_t i = 0; i < max_runs; ++i) {
-        StatusOr<WaitOutcome> got = ReceiveFrame(
-            socket, stop.fd(), i == 0 ? wait : std::chrono::milliseconds(0), frame);
-        if (!got.ok()) {
-          receive_end = got.status();
-          stop.Request();
-          break;
-        }
-        if (*got != WaitOutcome::kReady) break;
-        ItemRun run = pool.Get();
-        if (AcceptFrame(frame, options.flags.receive.max_frame_bytes, run,
-                        counters.receive, reject_log)) {
-          runs.push_back(std::move(run));
-        } else {
-          pool.Put(std::move(run));
-        }
-      }
-      if (!receive_end.ok()) break;
       if (runs.empty()) {  // A commit or an ack fell due (or a frame was refused).
         Status s = acks.ReadSubscriptions(std::chrono::steady_clock::now());
         if (s.ok()) s = accounting.CommitAndPublish(acks, false);
@@ -948,7 +923,6 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
         }
         continue;
       }
-      last_accepted = std::chrono::steady_clock::now();
       if (options.max_rate > 0) {
         // --max-rate: the deliberate throttle of a slow consumer.
         for (const ItemRun& r : runs) taken += r.size();
