@@ -37,7 +37,7 @@ BENCH_RUNS ?= 3
 BUILD_PACKAGES := cmake g++ make pkg-config zlib1g-dev \
   libzmq3-dev cppzmq-dev libprotobuf-dev protobuf-compiler \
   libboost-program-options-dev libspdlog-dev nlohmann-json3-dev \
-  prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
+  prometheus-cpp-dev libcurl4-openssl-dev libgtest-dev libgmock-dev libbenchmark-dev
 TEST_PACKAGES := clang libclang-rt-14-dev iproute2 jq python3 python3-zmq \
   python3-protobuf
 # `make bench` draws its scaling table with gnuplot.

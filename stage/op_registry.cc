@@ -52,6 +52,7 @@ void RegisterBuiltinOps() {
   static const bool once = [] {
     RegisterSimulatedOps();
     RegisterExecOp();
+    RegisterHttpOp();
     return true;
   }();
   (void)once;

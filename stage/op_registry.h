@@ -20,19 +20,20 @@
 
 namespace sluice {
 
-// Registers token, result, pass and exec (idempotent).
+// Registers token, result, pass, exec and http (idempotent).
 void RegisterBuiltinOps();
 
 // The op registered under `name`, or nullptr.
 const OpDefinition* FindOp(std::string_view name);
 // Every registered op, sorted by name.
 std::vector<const OpDefinition*> RegisteredOps();
-// "exec, pass, result, token".
+// "exec, http, pass, result, token".
 std::string RegisteredOpNames();
 
 // Built-in registration functions, one per file under stage/ops/.
 void RegisterSimulatedOps();
 void RegisterExecOp();
+void RegisterHttpOp();
 
 }  // namespace sluice
 

@@ -54,6 +54,21 @@ std::string WorkerName(std::string_view op, int thread) {
          std::string(op) + "#" + std::to_string(thread);
 }
 
+OpCounter& OpCounters::Counter(std::string_view name) {
+  std::lock_guard<std::mutex> lock(named_mu_);
+  for (auto& [n, counter] : named_) {
+    if (n == name) return counter;
+  }
+  return named_.emplace_back(std::piecewise_construct,
+                             std::forward_as_tuple(name), std::tuple<>())
+      .second;
+}
+
+void OpCounters::AppendNamed(nlohmann::json& out, const std::string& suffix) const {
+  std::lock_guard<std::mutex> lock(named_mu_);
+  for (const auto& [name, counter] : named_) out[name + suffix] = counter.value();
+}
+
 namespace {
 
 bool Retryable(const Status& status) {
@@ -142,8 +157,9 @@ Status Guarded(Fn&& fn) {
 // What instance `thread` of the op in `plan` is told about where it runs.
 OpContext ContextFor(const OpPlan& plan,
                      const boost::program_options::variables_map& flags,
-                     int thread) {
+                     int thread, OpCounters& counters) {
   OpContext c;
+  c.metrics = &counters;
   c.name = plan.definition->name;
   c.op_index = plan.index;
   c.thread = thread;
@@ -379,7 +395,7 @@ class SyncRunner : public OpRunner {
   struct Worker;
   StatusOr<std::unique_ptr<Worker>> MakeWorker(int thread) {
     auto w = std::make_unique<Worker>();
-    w->context = ContextFor(plan_, *flags_, thread);
+    w->context = ContextFor(plan_, *flags_, thread, counters_);
     if (plan_.definition->make_batch && !plan_.definition->make_item) {
       auto op = plan_.definition->make_batch(w->context);
       if (!op.ok()) return op.status();
@@ -598,7 +614,7 @@ class AsyncRunner : public OpRunner {
     const size_t k = static_cast<size_t>(plan_.concurrency);
     for (int i = 0; i < plan_.threads; ++i) {
       auto loop = std::make_unique<Loop>(static_cast<uint32_t>(i));
-      loop->context = ContextFor(plan_, flags, i);
+      loop->context = ContextFor(plan_, flags, i, counters_);
       loop->context.io = &loop->io;
       auto op = plan_.definition->make_async(loop->context);
       if (!op.ok()) return op.status();
@@ -799,6 +815,9 @@ class AsyncRunner : public OpRunner {
     FlushDone(loop);
     loop.ended = true;
     loop.guard.reset();
+    // Waits the op may still have pending (an idle connection, a timer of
+    // its own) are abandoned, not run: no item depends on them.
+    loop.io.stop();
   }
 
   Slot& SlotOf(Loop& loop, uint32_t global_slot) {

@@ -39,9 +39,12 @@
 #define SLUICE_STAGE_OP_RUNNER_H_
 
 #include <chrono>
+#include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <utility>
 
 #include "common/counters.h"
 #include "common/run.h"
@@ -61,12 +64,21 @@ struct OpPlan {
   int concurrency = 0;  // > 0: the async form, this many slots per loop.
 };
 
-struct OpCounters {
-  Counter processed;  // Items the op finished with (kept, fanned out, dropped).
-  Counter failed;     // Items given up on (dead letters).
-  Counter retries;    // Attempts retried.
-  Counter timeouts;   // Attempts that passed --op-timeout-ms.
-  Counter dropped;    // Items the op dropped.
+// The runtime's counters of one op, and the op's own (OpMetrics).
+struct OpCounters : OpMetrics {
+  sluice::Counter processed;  // Items the op finished with (kept, fanned out, dropped).
+  sluice::Counter failed;     // Items given up on (dead letters).
+  sluice::Counter retries;    // Attempts retried.
+  sluice::Counter timeouts;   // Attempts that passed --op-timeout-ms.
+  sluice::Counter dropped;    // Items the op dropped.
+
+  OpCounter& Counter(std::string_view name) override;
+  // Adds the op's own counters to `out` as "<name><suffix>".
+  void AppendNamed(nlohmann::json& out, const std::string& suffix) const;
+
+ private:
+  mutable std::mutex named_mu_;
+  std::deque<std::pair<std::string, OpCounter>> named_;  // Guarded by named_mu_.
 };
 
 // The reason code of a failure message: its first word if that is a

@@ -28,6 +28,7 @@ nlohmann::json StageCounters::ToJson(const StageOptions& options) const {
     out["retries_" + suffix] = ops[i].retries.value();
     out["timeouts_" + suffix] = ops[i].timeouts.value();
     out["dropped_" + suffix] = ops[i].dropped.value();
+    ops[i].AppendNamed(out, "_" + suffix);
   }
   return out;
 }

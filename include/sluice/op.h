@@ -53,12 +53,18 @@
 // and the dead-letter file holds what the op could not handle. This is what
 // lets the runtime retry without copying every payload.
 //
+// Counters of its own: an op asks OpContext::metrics for named counters
+// when it is made (calls made, cache hits, ...); the stage exports them
+// with its own, as "<name>_<op index>_<op>", in its counters log line and
+// on --metrics. Every instance of the op shares a counter of one name.
+//
 // Fan-out in a chain: when an item with several outputs reaches the next op,
 // that op sees each output as an item of its own (same stream and seq); the
 // results are joined back into one item, and the item fails if any part does.
 #ifndef SLUICE_OP_H_
 #define SLUICE_OP_H_
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -89,6 +95,26 @@ inline Status Permanent(std::string message) {
   return Status(StatusCode::kInvalidArgument, std::move(message));
 }
 
+// A statistic an op keeps (relaxed atomic: never a synchronizer).
+class OpCounter {
+ public:
+  void Add(uint64_t n = 1) { value_.fetch_add(n, std::memory_order_relaxed); }
+  uint64_t value() const { return value_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> value_{0};
+};
+
+// The op's named counters. Thread safety: Counter() may be called from any
+// thread; a returned reference stays valid for the life of the stage.
+class OpMetrics {
+ public:
+  virtual ~OpMetrics() = default;
+  // The counter `name` (lower_snake), made on first use. Look counters up
+  // once, when the instance is made, not per item.
+  virtual OpCounter& Counter(std::string_view name) = 0;
+};
+
 // Where one op instance runs. Valid for the instance's lifetime.
 struct OpContext {
   std::string_view name;  // The registered name ("upper").
@@ -108,6 +134,8 @@ struct OpContext {
   const boost::program_options::variables_map* flags = nullptr;
   // "HOST:PID/NAME#THREAD", for logs and dead letters.
   std::string worker;
+  // The op's named counters (never null in a stage).
+  OpMetrics* metrics = nullptr;
   // AsyncOp only: the event loop this instance runs on. Start(), Cancel()
   // and every completion happen on its one thread.
   boost::asio::io_context* io = nullptr;
@@ -157,6 +185,9 @@ class AsyncOp {
   // The attempt on `item` passed --op-timeout-ms. After Cancel() returns the
   // op no longer touches `item`; a later `done` for it is ignored.
   virtual void Cancel(Item& item) { (void)item; }
+  // When the stage stops, the loop ends once no item is in flight: waits
+  // the op still has pending then (an idle connection, a timer) are
+  // abandoned, never run. The op is destroyed after its loop has ended.
 };
 
 // An op as registered: its name, help, flags and how to make instances.

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <memory>
 #include <signal.h>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -196,6 +197,66 @@ struct TokenThenResultJob {
     return sink->Wait(kJobTimeout).value_or(-1);
   }
   nlohmann::json Report() { return ReadReport(dir.File("report.json")); }
+};
+
+// producer (binds) -> one stage per element of `stages` in a row (each
+// connects; a hub would be needed for several workers per stage) -> sink.
+// Here every stage is a single process, so each binds its output for the
+// next one.
+struct Chain {
+  TempDir dir;
+  std::unique_ptr<Process> sink, producer;
+  std::vector<std::unique_ptr<Process>> stages;
+  std::string stage_binary = BinaryPath("sluice-stage");
+
+  void Run(const std::vector<Args>& stage_args, Args producer_args,
+           Args sink_args = {}) {
+    Args s = {"--in", "@tcp://127.0.0.1:*", "--output", dir.File("out.txt"),
+              "--report", dir.File("report.json"), "--dead-letter",
+              dir.File("dead.jsonl"), "--idle-timeout", "60", "--progress", "off"};
+    s.insert(s.end(), sink_args.begin(), sink_args.end());
+    sink = Start("sluice-sink", s);
+    auto ready = sink->WaitReady();
+    std::string next_in = ready["in"];
+    // Start from the sink backwards: each stage binds its input for the one
+    // before it and connects to the one after.
+    std::vector<std::unique_ptr<Process>> reversed;
+    for (auto it = stage_args.rbegin(); it != stage_args.rend(); ++it) {
+      Args args = *it;
+      args.insert(args.end(), {"--in", "@tcp://127.0.0.1:*", "--out", ">" + next_in,
+                               "--stats-interval", "0.1"});
+      args.insert(args.begin(), stage_binary);
+      reversed.push_back(std::make_unique<Process>(
+          args, std::nullopt, std::vector<std::string>{},
+          [](const std::string& message) { ADD_FAILURE() << message; }));
+      next_in = reversed.back()->WaitReady()["in"];
+    }
+    for (auto it = reversed.rbegin(); it != reversed.rend(); ++it) {
+      stages.push_back(std::move(*it));
+    }
+    Args p = {"--out", ">" + next_in, "--acks", ">" + ready["acks"]};
+    p.insert(p.end(), producer_args.begin(), producer_args.end());
+    producer = Start("sluice-producer", p);
+    producer->WaitReady();
+  }
+  // Waits for the sink and the producer, stops the stages (each must exit
+  // 0), returns the sink's exit code.
+  int Finish() {
+    int code = sink->Wait(kJobTimeout).value_or(-1);
+    EXPECT_EQ(producer->Wait(kJobTimeout), 0) << producer->err();
+    for (auto& stage : stages) stage->Signal(SIGTERM);
+    for (auto& stage : stages) EXPECT_EQ(stage->Wait(std::chrono::seconds(30)), 0) << stage->err();
+    return code;
+  }
+  nlohmann::json Report() { return ReadReport(dir.File("report.json")); }
+  std::vector<nlohmann::json> DeadLetters() {
+    std::vector<nlohmann::json> lines;
+    std::istringstream in(ReadFile(dir.File("dead.jsonl")));
+    for (std::string line; std::getline(in, line);) {
+      lines.push_back(nlohmann::json::parse(line));
+    }
+    return lines;
+  }
 };
 
 // Complete, unique = N, nothing missing, every item written once. Replays

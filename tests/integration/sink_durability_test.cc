@@ -90,7 +90,9 @@ void KillTheSinkFiveTimes(bool ordered) {
   if (!ordered) std::sort(expected.begin(), expected.end());
   EXPECT_EQ(lines.size(), expected.size());
   EXPECT_TRUE(lines == expected) << "output differs from one line per result";
-  if (ordered) EXPECT_EQ(report["output_in_order"], true);
+  if (ordered) {
+    EXPECT_EQ(report["output_in_order"], true);
+  }
 }
 
 TEST(SinkDurability, KillNineOfTheSinkFiveTimesRestartedWithTheSameCommandLosesNothing) {

@@ -475,7 +475,7 @@ TEST(OpRunner, RetryBackoffDoublesWithJitterAndIsCapped) {
 
 TEST(OpRegistry, BuiltinOpsAreRegisteredAndUnknownNamesAreAbsent) {
   RegisterBuiltinOps();
-  EXPECT_EQ(RegisteredOpNames(), "exec, pass, result, token");
+  EXPECT_EQ(RegisteredOpNames(), "exec, http, pass, result, token");
   EXPECT_NE(FindOp("token"), nullptr);
   EXPECT_TRUE(FindOp("token")->make_async);
   EXPECT_EQ(FindOp("tokn"), nullptr);

@@ -1,0 +1,196 @@
+// Issue 10, point 2: the http op against a local server standing in for the
+// token and result APIs (tests/harness/test_api_server.cc), with the faults
+// a remote API has: latency, 503s, 404s, stragglers, quotas, no server.
+#include <signal.h>
+
+#include <set>
+#include <sstream>
+
+#include <gtest/gtest.h>
+
+#include "tests/integration/job.h"
+
+namespace sluice::testing {
+namespace {
+
+// sluice-test-api on an ephemeral port; Stats() stops it and returns what
+// it counted.
+class TestApi {
+ public:
+  explicit TestApi(Args flags = {}) {
+    flags.insert(flags.begin(), BinaryPath("sluice-test-api"));
+    server_ = std::make_unique<Process>(
+        flags, std::nullopt, std::vector<std::string>{},
+        [](const std::string& message) { ADD_FAILURE() << message; });
+    base_ = "http://127.0.0.1:" + server_->WaitReady()["port"];
+  }
+  const std::string& base() const { return base_; }
+  nlohmann::json Stats() {
+    server_->Signal(SIGTERM);
+    EXPECT_EQ(server_->Wait(std::chrono::seconds(20)), 0) << server_->err();
+    const std::string out = server_->out();
+    const size_t at = out.find("STATS ");
+    if (at == std::string::npos) {
+      ADD_FAILURE() << "no STATS line: " << out;
+      return {};
+    }
+    return nlohmann::json::parse(out.substr(at + 6, out.find('\n', at) - at - 6));
+  }
+
+ private:
+  std::unique_ptr<Process> server_;
+  std::string base_;
+};
+
+uint64_t Counter(Process& stage, const std::string& name) {
+  return stage.LastCounters().value(name, uint64_t{0});
+}
+
+// The whole job through HTTP: token by GET with the payload in the path,
+// result by POST with the token as the body. One distinct request in 7 is
+// answered 503 once (retried, then right); token i with i % 50 == 0 does
+// not exist (404: dead-lettered at once, never retried).
+TEST(HttpOp, TokenThenResultThroughAnApiIsExactWith503sRetriedAnd404sDeadLettered) {
+  TestApi api({"--latency-ms", "5", "--unavailable-every", "7", "--not-found-every", "50"});
+  Chain chain;
+  const Args common = {"--op", "http", "--concurrency", "40", "--retries", "3",
+                       "--retry-backoff-ms", "5"};
+  Args token = common, result = common;
+  token.insert(token.end(), {"--url", api.base() + "/token/{payload}"});
+  result.insert(result.end(), {"--url", api.base() + "/result", "--method", "POST"});
+  chain.Run({token, result}, {"--count", "1000"}, {"--ordered"});
+  ASSERT_EQ(chain.Finish(), 65) << chain.sink->err();  // Complete, 20 failed.
+
+  std::string expected;
+  for (int i = 0; i < 1000; ++i) {
+    if (i % 50 != 0) expected += "result_" + std::to_string(i) + "\n";
+  }
+  EXPECT_EQ(ReadFile(chain.dir.File("out.txt")), expected);
+  nlohmann::json report = chain.Report();
+  EXPECT_EQ(report["complete"], true);
+  EXPECT_EQ(report["unique"], 1000);
+  EXPECT_EQ(report["failed"], 20);
+  EXPECT_EQ(report["failed_by_reason"]["http_404"], 20) << report.dump();
+  std::set<std::string> dead_payloads;
+  for (const auto& line : chain.DeadLetters()) {
+    EXPECT_EQ(line["op"], "http");
+    EXPECT_EQ(line["reason"], "http_404");
+    dead_payloads.insert(line["payload"].get<std::string>());
+  }
+  EXPECT_EQ(dead_payloads.size(), 20u);
+  EXPECT_TRUE(dead_payloads.count("0") && dead_payloads.count("950"));
+
+  // 1000 token and 980 result requests are distinct: every 7th of the 1980
+  // got one 503 and was asked again.
+  nlohmann::json stats = api.Stats();
+  const uint64_t unavailable = 1980 / 7;
+  EXPECT_EQ(stats["status"]["503"], unavailable) << stats.dump();
+  EXPECT_EQ(stats["status"]["404"], 20) << "a 404 is not retried";
+  EXPECT_EQ(stats["requests"], 1980 + unavailable);
+  EXPECT_EQ(Counter(*chain.stages[0], "retries_0_http") +
+                Counter(*chain.stages[1], "retries_0_http"),
+            unavailable);
+  EXPECT_EQ(Counter(*chain.stages[0], "http_5xx_0_http") +
+                Counter(*chain.stages[1], "http_5xx_0_http"),
+            unavailable);
+  EXPECT_EQ(Counter(*chain.stages[0], "http_4xx_0_http"), 20u);
+  EXPECT_EQ(Counter(*chain.stages[0], "http_calls_0_http") +
+                Counter(*chain.stages[1], "http_calls_0_http"),
+            1980 + unavailable);
+  // Keep-alive: connections are reused, at most one per slot.
+  EXPECT_LE(stats["connections"].get<int>(), 80) << stats.dump();
+}
+
+// An API nobody serves: every item fails with the reason, none is lost,
+// and the stage keeps running.
+TEST(HttpOp, UnreachableUrlFailsEachItemWithTheReason) {
+  Chain chain;
+  chain.Run({{"--op", "http", "--url", "http://127.0.0.1:1/token/{payload}",
+              "--retries", "1", "--retry-backoff-ms", "1"}},
+            {"--count", "50"});
+  ASSERT_EQ(chain.Finish(), 65) << chain.sink->err();
+  nlohmann::json report = chain.Report();
+  EXPECT_EQ(report["complete"], true);
+  EXPECT_EQ(report["failed"], 50);
+  EXPECT_EQ(report["failed_by_reason"]["unreachable"], 50) << report.dump();
+  auto dead = chain.DeadLetters();
+  ASSERT_EQ(dead.size(), 50u);
+  EXPECT_NE(dead[0]["detail"].get<std::string>().find("127.0.0.1"), std::string::npos)
+      << dead[0].dump();
+  EXPECT_EQ(dead[0]["attempts"], 2);
+}
+
+// --op-timeout-ms abandons a call that does not answer; the retry gets
+// through. Every 10th distinct request waits 5 s the first time it is
+// asked; the job does not wait for them.
+TEST(HttpOp, CallPastTheTimeoutIsAbandonedAndRetried) {
+  TestApi api({"--slow-every", "10", "--slow-ms", "5000"});
+  Chain chain;
+  chain.Run({{"--op", "http", "--url", api.base() + "/token/{payload}", "--concurrency",
+              "20", "--op-timeout-ms", "200", "--retries", "3", "--retry-backoff-ms", "1"}},
+            {"--count", "200"}, {"--ordered"});
+  ASSERT_EQ(chain.Finish(), 0) << chain.sink->err();
+  std::string expected;
+  for (int i = 0; i < 200; ++i) expected += "token_" + std::to_string(i) + "\n";
+  EXPECT_EQ(ReadFile(chain.dir.File("out.txt")), expected);
+  EXPECT_GE(Counter(*chain.stages[0], "timeouts_0_http"), 20u);
+  EXPECT_GE(Counter(*chain.stages[0], "retries_0_http"), 20u);
+}
+
+// --hedge-after-ms: a straggler gets a second request and the first
+// answer wins, so the slow answers are not waited for.
+TEST(HttpOp, StragglerIsHedgedAndTheFirstAnswerWins) {
+  TestApi api({"--slow-every", "10", "--slow-ms", "5000"});
+  Chain chain;
+  chain.Run({{"--op", "http", "--url", api.base() + "/token/{payload}", "--concurrency",
+              "20", "--hedge-after-ms", "100"}},
+            {"--count", "200"}, {"--ordered"});
+  ASSERT_EQ(chain.Finish(), 0) << chain.sink->err();
+  std::string expected;
+  for (int i = 0; i < 200; ++i) expected += "token_" + std::to_string(i) + "\n";
+  EXPECT_EQ(ReadFile(chain.dir.File("out.txt")), expected);
+  const uint64_t hedged = Counter(*chain.stages[0], "http_hedged_0_http");
+  EXPECT_GE(hedged, 20u);  // Every slow one, and perhaps a few more.
+  EXPECT_EQ(Counter(*chain.stages[0], "timeouts_0_http"), 0u);
+  EXPECT_EQ(Counter(*chain.stages[0], "retries_0_http"), 0u);
+  EXPECT_EQ(api.Stats()["requests"], 200 + hedged);
+}
+
+// --rate R: the API never sees more than R calls (plus the bucket's burst,
+// R/20) in any second.
+TEST(HttpOp, RateKeepsTheCallsPerSecondUnderTheQuota) {
+  TestApi api;
+  Chain chain;
+  chain.Run({{"--op", "http", "--url", api.base() + "/token/{payload}", "--concurrency",
+              "50", "--rate", "40"}},
+            {"--count", "100"});
+  ASSERT_EQ(chain.Finish(), 0) << chain.sink->err();
+  ExpectCompleteExactly(chain.Report(), 100);
+  nlohmann::json stats = api.Stats();
+  EXPECT_EQ(stats["requests"], 100);
+  EXPECT_LE(stats["max_per_second"].get<int>(), 40 + 2) << stats.dump();
+  EXPECT_GT(Counter(*chain.stages[0], "http_rate_waits_0_http"), 0u);
+}
+
+TEST(HttpOp, BadFlagValuesExit64NamingTheFlag) {
+  const std::vector<std::pair<Args, std::string>> cases = {
+      {{"--op", "http"}, "--url"},
+      {{"--op", "http", "--url", "ftp://host/x"}, "--url"},
+      {{"--op", "http", "--url", "http://host/{nope}"}, "--url"},
+      {{"--op", "http", "--url", "http://host/{payload"}, "--url"},
+      {{"--op", "http", "--url", "http://host/", "--method", "PUT"}, "--method"},
+      {{"--op", "http", "--url", "http://host/", "--rate", "-1"}, "--rate"},
+      {{"--op", "http", "--url", "http://host/", "--rate", "fast"}, "rate"},
+      {{"--op", "http", "--url", "http://host/", "--hedge-after-ms", "-5"}, "--hedge-after-ms"},
+      {{"--op", "http", "--url", "http://host/", "--header", "no colon"}, "--header"},
+      {{"--op", "http", "--url", "http://host/", "--http-max-bytes", "0"}, "--http-max-bytes"},
+  };
+  for (const auto& [args, flag] : cases) {
+    std::string err;
+    EXPECT_EQ(RunToExit("sluice-stage", args, nullptr, &err), 64) << flag;
+    EXPECT_NE(err.find(flag), std::string::npos) << err;
+  }
+}
+
+}  // namespace
+}  // namespace sluice::testing
