@@ -616,6 +616,7 @@ class AsyncRunner : public OpRunner {
       auto loop = std::make_unique<Loop>(static_cast<uint32_t>(i));
       loop->context = ContextFor(plan_, flags, i, counters_);
       loop->context.io = &loop->io;
+      loop->context.concurrency = plan_.concurrency;
       auto op = plan_.definition->make_async(loop->context);
       if (!op.ok()) return op.status();
       loop->op = std::move(*op);

@@ -136,6 +136,9 @@ struct OpContext {
   std::string worker;
   // The op's named counters (never null in a stage).
   OpMetrics* metrics = nullptr;
+  // AsyncOp only: --concurrency, the items this instance has in flight at
+  // most.
+  int concurrency = 0;
   // AsyncOp only: the event loop this instance runs on. Start(), Cancel()
   // and every completion happen on its one thread.
   boost::asio::io_context* io = nullptr;

@@ -38,12 +38,14 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <curl/curl.h>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include "stage/op_registry.h"
@@ -179,6 +181,7 @@ class HttpOp : public AsyncOp {
         // Without --op-timeout-ms, curl gives up on a call after a minute,
         // so that a server that never answers cannot hold a slot forever.
         backstop_ms_(context.timeout.count() > 0 ? 0 : 60'000),
+        slots_(std::max(1, context.concurrency)),
         calls_(context.metrics->Counter("http_calls")),
         status_{&context.metrics->Counter("http_other_status"),
                 &context.metrics->Counter("http_other_status"),
@@ -211,6 +214,10 @@ class HttpOp : public AsyncOp {
     if (config_.connections > 0) {
       curl_multi_setopt(multi_, CURLMOPT_MAX_HOST_CONNECTIONS, config_.connections);
     }
+    // Keep a connection per slot open between calls (curl's default cache
+    // follows the handles added at the moment, and closes connections
+    // whenever fewer calls happen to be in flight).
+    curl_multi_setopt(multi_, CURLMOPT_MAXCONNECTS, static_cast<long>(slots_));
     bool content_type = false;
     for (const std::string& h : config_.headers) {
       headers_ = curl_slist_append(headers_, h.c_str());
@@ -423,16 +430,34 @@ class HttpOp : public AsyncOp {
   }
 
   static int OnTimer(CURLM*, long timeout_ms, void* user) {
-    auto* self = static_cast<HttpOp*>(user);
-    if (timeout_ms < 0) {
-      self->curl_timer_.cancel();
-      return 0;
-    }
-    self->curl_timer_.expires_after(std::chrono::milliseconds(timeout_ms));
-    self->curl_timer_.async_wait([self](const boost::system::error_code& ec) {
-      if (!ec) self->Act(CURL_SOCKET_TIMEOUT, 0);
-    });
+    static_cast<HttpOp*>(user)->SetCurlTimer(timeout_ms);
     return 0;
+  }
+
+  // curl's deadline moves with nearly every event, and moving the loop's
+  // timer costs a system call each time. So "now" is a posted handler, and
+  // a timer already due before the new deadline is kept: waking early only
+  // makes curl name its deadline again.
+  void SetCurlTimer(long timeout_ms) {
+    if (timeout_ms < 0) return;  // Nothing due: a pending wake-up is harmless.
+    if (timeout_ms == 0) {
+      if (!std::exchange(curl_now_posted_, true)) {
+        asio::post(io_, [this] {
+          curl_now_posted_ = false;
+          Act(CURL_SOCKET_TIMEOUT, 0);
+        });
+      }
+      return;
+    }
+    const Clock::time_point due = Clock::now() + std::chrono::milliseconds(timeout_ms);
+    if (curl_timer_armed_ && curl_timer_.expiry() <= due) return;
+    curl_timer_armed_ = true;
+    curl_timer_.expires_at(due);
+    curl_timer_.async_wait([this](const boost::system::error_code& ec) {
+      if (ec) return;
+      curl_timer_armed_ = false;
+      Act(CURL_SOCKET_TIMEOUT, 0);
+    });
   }
 
   int WatchSocket(curl_socket_t fd, int what) {
@@ -567,6 +592,8 @@ class HttpOp : public AsyncOp {
   CURLM* multi_ = nullptr;
   curl_slist* headers_ = nullptr;
   asio::steady_timer curl_timer_;
+  bool curl_timer_armed_ = false;  // A wait on curl_timer_ is pending.
+  bool curl_now_posted_ = false;   // An Act() for curl's timeouts is posted.
   std::unordered_map<curl_socket_t, std::unique_ptr<Watch>> watches_;
   uint64_t next_watch_id_ = 0;
   std::vector<std::unique_ptr<Call>> all_;  // Grows to the calls in flight.
@@ -581,6 +608,7 @@ class HttpOp : public AsyncOp {
   Clock::time_point refilled_;
   std::deque<Waiting> waiting_;
   const long backstop_ms_;
+  const int slots_;
   OpCounter& calls_;
   OpCounter* const status_[6];  // By status class; [0], [1]: other.
   OpCounter& unreachable_;
