@@ -166,6 +166,8 @@ OpContext ContextFor(const OpPlan& plan,
   c.threads = plan.threads;
   c.max_latency = plan.max_latency;
   c.timeout = plan.timeout;
+  c.batch = plan.batch;
+  c.batch_wait = plan.batch_wait;
   c.flags = &flags;
   c.worker = WorkerName(plan.definition->name, thread);
   return c;

@@ -62,6 +62,8 @@ struct OpPlan {
   int retries = 2;
   std::chrono::milliseconds backoff{50};  // Before the first retry.
   int concurrency = 0;  // > 0: the async form, this many slots per loop.
+  size_t batch = 1;     // --batch: most items per call (ops that batch).
+  std::chrono::milliseconds batch_wait{5};  // --batch-wait-ms.
 };
 
 // The runtime's counters of one op, and the op's own (OpMetrics).

@@ -102,6 +102,12 @@ int Main(int argc, const char* const argv[]) {
        "retries of an item whose attempt failed transiently, per op")
       ("retry-backoff-ms", po::value<std::string>()->default_value("50"),
        "wait before the first retry; doubles each time, with jitter")
+      ("batch", po::value<std::string>(),
+       "items per call for ops that take batches (token, result, http): a "
+       "call is cut at N items or after --batch-wait-ms, whichever comes "
+       "first; runs the op's asynchronous form (default --concurrency: 4 x N)")
+      ("batch-wait-ms", po::value<std::string>()->default_value("5"),
+       "most time a batch waits to fill once its first item is there")
       ("op-timeout-ms", po::value<std::string>()->default_value("0"),
        "per attempt: an async op or a co-process slower than this fails "
        "the attempt (0: no limit)");
@@ -171,13 +177,15 @@ int Main(int argc, const char* const argv[]) {
   }
   const size_t n = opts.ops.size();
   std::vector<std::optional<int64_t>> threads, latency, concurrency, retries,
-      backoff, timeout;
+      backoff, timeout, batch, batch_wait;
   for (Status s : {ReadPerOp(vm, "threads", 1, 1024, n, threads),
                    ReadPerOp(vm, "latency-ms", 0, 3'600'000, n, latency),
                    ReadPerOp(vm, "concurrency", 0, 1'000'000, n, concurrency),
                    ReadPerOp(vm, "retries", 0, 1000, n, retries),
                    ReadPerOp(vm, "retry-backoff-ms", 0, 3'600'000, n, backoff),
-                   ReadPerOp(vm, "op-timeout-ms", 0, 86'400'000, n, timeout)}) {
+                   ReadPerOp(vm, "op-timeout-ms", 0, 86'400'000, n, timeout),
+                   ReadPerOp(vm, "batch", 1, 1'000'000, n, batch),
+                   ReadPerOp(vm, "batch-wait-ms", 0, 3'600'000, n, batch_wait)}) {
     if (!s.ok()) return ReportUsageError(info.name, s.message());
   }
   const bool one_concurrency_for_all =
@@ -199,6 +207,18 @@ int Main(int argc, const char* const argv[]) {
         plan.concurrency = static_cast<int>(*concurrency[i]);
       }
     }
+    if (batch[i] && *batch[i] > 1) {
+      if (!op.batches) {
+        return ReportUsageError(info.name, "--batch: op " + op.name +
+                                               " does not take batches");
+      }
+      plan.batch = static_cast<size_t>(*batch[i]);
+      if (!concurrency[i] || *concurrency[i] == 0) {
+        plan.concurrency = static_cast<int>(std::max<int64_t>(op.default_concurrency,
+                                                              4 * *batch[i]));
+      }
+    }
+    if (batch_wait[i]) plan.batch_wait = std::chrono::milliseconds(*batch_wait[i]);
     if (plan.concurrency > 0) plan.threads = 1;
     if (threads[i]) plan.threads = static_cast<int>(*threads[i]);
     if (op.name == "exec" && vm["exec-procs"].as<int64_t>() > 0) {

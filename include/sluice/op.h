@@ -130,6 +130,12 @@ struct OpContext {
   // an ItemOp or BatchOp that can block (a remote call, a co-process)
   // enforces it itself and fails the item with "timeout: ...".
   std::chrono::milliseconds timeout{0};
+  // --batch and --batch-wait-ms, for an op that takes batches
+  // (OpDefinition::batches): an AsyncOp then gathers the items it is
+  // started on into calls of up to `batch` items, cut once full or
+  // `batch_wait` after the first (sluice/gather.h does that). 1 = no batches.
+  size_t batch = 1;
+  std::chrono::milliseconds batch_wait{0};
   // Every flag of the stage, the op's own among them.
   const boost::program_options::variables_map* flags = nullptr;
   // "HOST:PID/NAME#THREAD", for logs and dead letters.
@@ -211,6 +217,9 @@ struct OpDefinition {
   int default_threads = 1;                      // --threads when not given.
   std::chrono::milliseconds default_latency{0};  // --latency-ms when not given.
   int default_concurrency = 64;  // --concurrency when not given (async only).
+  // The asynchronous form honours --batch (OpContext::batch); without this,
+  // --batch on the op is a usage error.
+  bool batches = false;
   // BatchOp: the most items per call. (An ItemOp needs no hint: the stage
   // measures it, hands a cheap one whole runs, and a slow one an item at a
   // time per thread.)

@@ -19,6 +19,14 @@
 //   no answer           Transient: "unreachable" (cannot connect or
 //                       resolve), "timeout", or "transport" (anything else)
 //
+// --batch N: items are gathered into calls of up to N (cut once full or
+// after --batch-wait-ms), each a POST of the JSON array of their payloads
+// to --url ({stream} allowed, not {payload} or {seq}); the answer must be
+// an array of as many answers, in order (strings, or any JSON value, kept
+// as its text). A failed call fails each of its items alike; a payload
+// that is not UTF-8 fails alone (not_utf8). Hedging applies to single
+// calls only.
+//
 // --rate R keeps the calls of one worker under R per second (a token bucket
 // shared by its loop threads' share; retries and hedges are calls too).
 // --hedge-after-ms MS sends a second request for a call that has not
@@ -48,6 +56,9 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <nlohmann/json.hpp>
+
+#include "sluice/gather.h"
 #include "stage/op_registry.h"
 
 namespace sluice {
@@ -150,6 +161,29 @@ StatusOr<HttpConfig> ReadConfig(const po::variables_map& vm) {
     return InvalidArgument("--http-connections: must be in [0, 100000] (0: one per slot)");
   }
   c.connections = static_cast<long>(connections);
+  // --batch (a stage flag, "N" or one value per op): a call's payloads are
+  // its body, so the URL cannot name one.
+  bool batched = false;
+  if (vm.count("batch")) {
+    std::string list = vm["batch"].as<std::string>();
+    for (size_t at = 0; at <= list.size();) {
+      size_t comma = std::min(list.find(',', at), list.size());
+      batched = batched || std::atoll(list.substr(at, comma - at).c_str()) > 1;
+      at = comma + 1;
+    }
+  }
+  if (batched) {
+    for (const UrlPart& part : c.url) {
+      if (part.kind == UrlPart::kPayload || part.kind == UrlPart::kSeq) {
+        return InvalidArgument(
+            "--url: {payload} and {seq} name one item, and with --batch a "
+            "call carries many (their payloads are the JSON body)");
+      }
+    }
+    if (!vm["method"].defaulted() && !c.post) {
+      return InvalidArgument("--method: a batch is POSTed; GET cannot carry it");
+    }
+  }
   return c;
 }
 
@@ -192,7 +226,14 @@ class HttpOp : public AsyncOp {
         unreachable_(context.metrics->Counter("http_unreachable")),
         transport_errors_(context.metrics->Counter("http_transport_errors")),
         hedged_(context.metrics->Counter("http_hedged")),
-        rate_waits_(context.metrics->Counter("http_rate_waits")) {}
+        rate_waits_(context.metrics->Counter("http_rate_waits")) {
+    if (context.batch > 1) {
+      config_.post = true;  // A batch is a JSON array in the body.
+      gather_.emplace(context, [this](std::vector<Gather::Entry> batch) {
+        LaunchBatch(std::move(batch));
+      });
+    }
+  }
 
   ~HttpOp() override {
     for (auto& call : all_) {
@@ -229,7 +270,8 @@ class HttpOp : public AsyncOp {
       // The payload is the body as it is, and is sent at once (no
       // "Expect: 100-continue" round trip for bodies over 1 KiB).
       if (!content_type) {
-        headers_ = curl_slist_append(headers_, "Content-Type: application/octet-stream");
+        headers_ = curl_slist_append(headers_, gather_ ? "Content-Type: application/json"
+                                                       : "Content-Type: application/octet-stream");
       }
       headers_ = curl_slist_append(headers_, "Expect:");
     }
@@ -237,6 +279,10 @@ class HttpOp : public AsyncOp {
   }
 
   void Start(Item& item, Completion done) override {
+    if (gather_) {
+      gather_->Add(item, done);
+      return;
+    }
     if (rate_ > 0 && (!waiting_.empty() || !TakeToken())) {
       rate_waits_.Add();
       waiting_.push_back({&item, done});
@@ -247,10 +293,20 @@ class HttpOp : public AsyncOp {
   }
 
   void Cancel(Item& item) override {
+    if (gather_ && gather_->Remove(item)) return;
     for (auto& call : all_) {
-      if (call->running && call->item == &item) Abandon(call.get());
+      if (!call->running) continue;
+      if (call->item == &item) Abandon(call.get());
+      for (Gather::Entry& e : call->batch) {
+        if (e.item == &item) e.item = nullptr;
+      }
     }
     std::erase_if(waiting_, [&](const Waiting& w) { return w.item == &item; });
+    for (auto& batch : waiting_batches_) {
+      for (Gather::Entry& e : batch) {
+        if (e.item == &item) e.item = nullptr;
+      }
+    }
   }
 
  private:
@@ -260,8 +316,10 @@ class HttpOp : public AsyncOp {
     CURL* easy = nullptr;
     bool running = false;
     uint32_t generation = 0;  // Bumped when the call ends.
-    Item* item = nullptr;
+    Item* item = nullptr;  // A call for one item, or
     std::optional<Completion> done;
+    std::vector<Gather::Entry> batch;  // one for a batch (--batch).
+    std::string request;  // A batch's body: the JSON array of payloads.
     Call* twin = nullptr;  // The other request of a hedged pair.
     bool too_large = false;
     std::string url;
@@ -284,13 +342,94 @@ class HttpOp : public AsyncOp {
   };
 
   void Launch(Item& item, Completion done, Call* hedge_of) {
-    Call* call = Take();
+    Call* call = Prepare(item);
     if (call == nullptr) {
       done(Transient("transport: cannot make a curl handle"));
       return;
     }
     call->item = &item;
     call->done = done;
+    if (config_.post) {
+      // No copy: the item stays put until the call completes.
+      curl_easy_setopt(call->easy, CURLOPT_POSTFIELDSIZE_LARGE,
+                       static_cast<curl_off_t>(item.payload.size()));
+      curl_easy_setopt(call->easy, CURLOPT_POSTFIELDS, item.payload.data());
+    }
+    if (Status s = Send(call); !s.ok()) {
+      Give(call);
+      done(std::move(s));
+      return;
+    }
+    if (hedge_of != nullptr) {
+      call->twin = hedge_of;
+      hedge_of->twin = call;
+    } else if (config_.hedge_after.count() > 0) {
+      call->hedge_timer.expires_after(config_.hedge_after);
+      call->hedge_timer.async_wait(
+          [this, call, generation = call->generation](const boost::system::error_code& ec) {
+            if (ec || !call->running || call->generation != generation) return;
+            Hedge(call);
+          });
+    }
+  }
+
+  // A batch cut by the Gather: one POST of the JSON array of its payloads
+  // (if the quota allows now).
+  void LaunchBatch(std::vector<Gather::Entry> batch) {
+    if (rate_ > 0 && (!waiting_batches_.empty() || !TakeToken())) {
+      rate_waits_.Add();
+      waiting_batches_.push_back(std::move(batch));
+      ArmRateTimer();
+      return;
+    }
+    SendBatch(std::move(batch));
+  }
+
+  void SendBatch(std::vector<Gather::Entry> batch) {
+    std::erase_if(batch, [](const Gather::Entry& e) { return e.item == nullptr; });
+    if (batch.empty()) return;
+    Call* call = Prepare(*batch.front().item);
+    if (call == nullptr) {
+      for (Gather::Entry& e : batch) e.done(Transient("transport: cannot make a curl handle"));
+      return;
+    }
+    // Payloads a JSON string cannot hold fail alone; the rest go.
+    std::vector<Gather::Entry> refused;
+    call->request = "[";
+    for (Gather::Entry& e : batch) {
+      std::string element;
+      try {
+        element = nlohmann::json(e.item->payload).dump();
+      } catch (const nlohmann::json::exception&) {
+        refused.push_back(e);
+        continue;
+      }
+      if (call->request.size() > 1) call->request += ',';
+      call->request += element;
+      call->batch.push_back(e);
+    }
+    call->request += ']';
+    Status sent = Status::Ok();
+    if (!call->batch.empty()) {
+      curl_easy_setopt(call->easy, CURLOPT_POSTFIELDSIZE_LARGE,
+                       static_cast<curl_off_t>(call->request.size()));
+      curl_easy_setopt(call->easy, CURLOPT_POSTFIELDS, call->request.data());
+      sent = Send(call);
+    }
+    if (call->batch.empty() || !sent.ok()) {
+      std::vector<Gather::Entry> failed = std::move(call->batch);
+      Give(call);
+      for (Gather::Entry& e : failed) e.done(sent);
+    }
+    for (Gather::Entry& e : refused) {
+      e.done(Permanent("not_utf8: a batch is a JSON array, and this payload is not UTF-8 text"));
+    }
+  }
+
+  // An idle call with its URL made from `item` (the first of a batch).
+  Call* Prepare(const Item& item) {
+    Call* call = Take();
+    if (call == nullptr) return nullptr;
     call->too_large = false;
     call->body.clear();
     call->error[0] = '\0';
@@ -304,31 +443,17 @@ class HttpOp : public AsyncOp {
       }
     }
     curl_easy_setopt(call->easy, CURLOPT_URL, call->url.c_str());
-    if (config_.post) {
-      // No copy: the item stays put until the call completes.
-      curl_easy_setopt(call->easy, CURLOPT_POSTFIELDSIZE_LARGE,
-                       static_cast<curl_off_t>(item.payload.size()));
-      curl_easy_setopt(call->easy, CURLOPT_POSTFIELDS, item.payload.data());
-    }
+    return call;
+  }
+
+  Status Send(Call* call) {
     CURLMcode added = curl_multi_add_handle(multi_, call->easy);
     if (added != CURLM_OK) {
-      Give(call);
-      done(Transient(std::string("transport: ") + curl_multi_strerror(added)));
-      return;
+      return Transient(std::string("transport: ") + curl_multi_strerror(added));
     }
     call->running = true;
     calls_.Add();
-    if (hedge_of != nullptr) {
-      call->twin = hedge_of;
-      hedge_of->twin = call;
-    } else if (config_.hedge_after.count() > 0) {
-      call->hedge_timer.expires_after(config_.hedge_after);
-      call->hedge_timer.async_wait(
-          [this, call, generation = call->generation](const boost::system::error_code& ec) {
-            if (ec || !call->running || call->generation != generation) return;
-            Hedge(call);
-          });
-    }
+    return Status::Ok();
   }
 
   // A call slower than --hedge-after-ms: ask again, if the quota allows.
@@ -371,6 +496,7 @@ class HttpOp : public AsyncOp {
     ++call->generation;
     call->item = nullptr;
     call->done.reset();
+    call->batch.clear();
     call->twin = nullptr;
     call->hedge_timer.cancel();
     idle_.push_back(call);
@@ -408,7 +534,12 @@ class HttpOp : public AsyncOp {
         waiting_.pop_front();
         Launch(*w.item, w.done, nullptr);
       }
-      if (!waiting_.empty()) ArmRateTimer();
+      while (!waiting_batches_.empty() && TakeToken()) {
+        std::vector<Gather::Entry> batch = std::move(waiting_batches_.front());
+        waiting_batches_.pop_front();
+        SendBatch(std::move(batch));
+      }
+      if (!waiting_.empty() || !waiting_batches_.empty()) ArmRateTimer();
     });
   }
 
@@ -537,11 +668,40 @@ class HttpOp : public AsyncOp {
       return;
     }
     if (twin != nullptr) Abandon(twin);
+    if (!call->batch.empty()) {
+      EndBatch(call, std::move(status));
+      return;
+    }
     Item& item = *call->item;
     const Completion done = *call->done;
     if (status.ok()) item.payload.swap(call->body);
     Give(call);
     done(std::move(status));
+  }
+
+  // A batch's answer: a JSON array with one answer per payload, in order
+  // (strings as they are, other values as JSON text).
+  void EndBatch(Call* call, Status status) {
+    std::vector<Gather::Entry> batch = std::move(call->batch);
+    nlohmann::json answers;
+    if (status.ok()) {
+      answers = nlohmann::json::parse(call->body, nullptr, false);
+      if (!answers.is_array() || answers.size() != batch.size()) {
+        status = Permanent("bad_answer: " + call->url + " answered a batch of " +
+                           std::to_string(batch.size()) + " with " +
+                           (answers.is_array() ? "an array of " + std::to_string(answers.size())
+                                               : std::string("something not a JSON array")));
+      }
+    }
+    Give(call);
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (batch[i].item == nullptr) continue;  // Cancelled meanwhile.
+      if (status.ok()) {
+        const nlohmann::json& a = answers[i];
+        batch[i].item->payload = a.is_string() ? a.get<std::string>() : a.dump();
+      }
+      batch[i].done(status);
+    }
   }
 
   // What an ended call's outcome means for its item.
@@ -587,7 +747,7 @@ class HttpOp : public AsyncOp {
     CURLcode result;
   };
 
-  const HttpConfig config_;
+  HttpConfig config_;
   asio::io_context& io_;
   CURLM* multi_ = nullptr;
   curl_slist* headers_ = nullptr;
@@ -607,6 +767,8 @@ class HttpOp : public AsyncOp {
   double tokens_;
   Clock::time_point refilled_;
   std::deque<Waiting> waiting_;
+  std::deque<std::vector<Gather::Entry>> waiting_batches_;
+  std::optional<Gather> gather_;  // With --batch.
   const long backstop_ms_;
   const int slots_;
   OpCounter& calls_;
@@ -657,6 +819,7 @@ void RegisterHttpOp() {
       },
       .check = [](const po::variables_map& vm) { return ReadConfig(vm).status(); },
       .default_concurrency = 64,
+      .batches = true,
   });
 }
 

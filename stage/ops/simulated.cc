@@ -7,9 +7,13 @@
 //                              ("not_a_token"), it is not made up
 //   pass    payload         -> payload       (1 thread, 0 ms): the hub
 //
+// The asynchronous form counts its simulated calls (calls_<i>_<op>); with
+// --batch N it gathers items into calls of up to N, one latency each.
+//
 // The latency is uniform in [0, --latency-ms). The per-item form sleeps on
 // its worker thread; with --concurrency K the asynchronous form waits on a
 // timer of the stage's event loop instead, K items at a time per loop.
+#include <optional>
 #include <random>
 #include <string_view>
 #include <thread>
@@ -17,6 +21,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "sluice/gather.h"
 #include "stage/op_registry.h"
 
 namespace sluice {
@@ -79,34 +84,43 @@ class Simulated : public ItemOp {
 };
 
 // The same op waiting on a timer of the event loop: thousands of items in
-// flight on one thread, no allocation per item (timers are reused).
+// flight on one thread, no allocation per item (timers are reused). With
+// --batch N, items are gathered into calls of up to N, and a call costs
+// one latency, as a batch endpoint of a remote API does.
 template <Kind kKind>
 class SimulatedAsync : public AsyncOp {
  public:
   explicit SimulatedAsync(const OpContext& context)
-      : io_(*context.io), latency_(context) {}
+      : io_(*context.io), latency_(context),
+        calls_(context.metrics->Counter("calls")) {
+    if (context.batch > 1) {
+      gather_.emplace(context, [this](std::vector<Gather::Entry> call) {
+        Waiting* w = Take();
+        w->call = std::move(call);
+        Wait(w);
+      });
+    }
+  }
 
   void Start(Item& item, Completion done) override {
+    if (gather_) {
+      gather_->Add(item, done);
+      return;
+    }
     if (latency_.none()) {
       done(Apply(kKind, item));
       return;
     }
     Waiting* w = Take();
-    w->item = &item;
-    w->timer.expires_after(latency_.Next());
-    w->timer.async_wait([this, w, done](const boost::system::error_code& ec) {
-      Item* target = w->item;
-      Give(w);
-      if (ec || target == nullptr) return;  // Cancelled: the item is not ours.
-      done(Apply(kKind, *target));
-    });
+    w->call.push_back({&item, done});  // No allocation: capacity is kept.
+    Wait(w);
   }
 
   void Cancel(Item& item) override {
+    if (gather_ && gather_->Remove(item)) return;
     for (auto& w : all_) {
-      if (w->item == &item) {
-        w->item = nullptr;
-        w->timer.cancel();
+      for (Gather::Entry& e : w->call) {
+        if (e.item == &item) e.item = nullptr;  // Not ours any more.
       }
     }
   }
@@ -115,8 +129,22 @@ class SimulatedAsync : public AsyncOp {
   struct Waiting {
     explicit Waiting(boost::asio::io_context& io) : timer(io) {}
     boost::asio::steady_timer timer;
-    Item* item = nullptr;
+    std::vector<Gather::Entry> call;  // One entry, or a batch.
   };
+
+  // One simulated call for the items of `w->call`.
+  void Wait(Waiting* w) {
+    calls_.Add();
+    w->timer.expires_after(latency_.Next());
+    w->timer.async_wait([this, w](const boost::system::error_code&) {
+      for (Gather::Entry& e : w->call) {
+        if (e.item != nullptr) e.done(Apply(kKind, *e.item));
+      }
+      w->call.clear();
+      idle_.push_back(w);
+    });
+  }
+
   Waiting* Take() {
     if (idle_.empty()) {
       all_.push_back(std::make_unique<Waiting>(io_));
@@ -126,13 +154,11 @@ class SimulatedAsync : public AsyncOp {
     idle_.pop_back();
     return w;
   }
-  void Give(Waiting* w) {
-    w->item = nullptr;
-    idle_.push_back(w);
-  }
 
   boost::asio::io_context& io_;
   Latency latency_;
+  std::optional<Gather> gather_;  // With --batch.
+  OpCounter& calls_;  // Simulated calls: one per item, or per batch.
   std::vector<std::unique_ptr<Waiting>> all_;  // At most --concurrency.
   std::vector<Waiting*> idle_;
 };
@@ -147,6 +173,7 @@ OpDefinition Define(std::string name, std::string summary, int threads,
       .make_async = Make<SimulatedAsync<kKind>>,
       .default_threads = threads,
       .default_latency = std::chrono::milliseconds(latency_ms),
+      .batches = true,
       // Without latency the op costs less than a queue hand-off.
       .max_run = 64,
   };

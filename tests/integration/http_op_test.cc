@@ -172,6 +172,44 @@ TEST(HttpOp, RateKeepsTheCallsPerSecondUnderTheQuota) {
   EXPECT_GT(Counter(*chain.stages[0], "http_rate_waits_0_http"), 0u);
 }
 
+// Issue 10, point 3: --batch N POSTs the JSON array of up to N payloads
+// and reads an array back; 503s of a batch are retried item by item.
+TEST(HttpOp, BatchedCallsPostJsonArraysAndTheJobStaysExact) {
+  TestApi api({"--latency-ms", "5", "--unavailable-every", "5"});
+  Chain chain;
+  chain.Run({{"--op", "http", "--url", api.base() + "/token/batch", "--batch", "50",
+              "--batch-wait-ms", "20", "--retry-backoff-ms", "5", "--retries", "8"},
+             {"--op", "http", "--url", api.base() + "/result/batch", "--batch", "50",
+              "--retry-backoff-ms", "5", "--retries", "8"}},
+            {"--count", "2000"}, {"--ordered"});
+  ASSERT_EQ(chain.Finish(), 0) << chain.Report().dump();
+  ExpectCompleteExactly(chain.Report(), 2000);
+  EXPECT_EQ(ReadFile(chain.dir.File("out.txt")), ExpectedResults(2000));
+  const uint64_t calls = Counter(*chain.stages[0], "http_calls_0_http") +
+                         Counter(*chain.stages[1], "http_calls_0_http");
+  nlohmann::json stats = api.Stats();
+  EXPECT_EQ(stats["requests"], calls);
+  // 4000 items in calls of up to 50; a call cut early (the wait passed,
+  // or a retry) carries fewer, but most are full.
+  EXPECT_LE(calls, 4000u / 10) << stats.dump();
+  EXPECT_GT(stats["status"]["503"].get<int>(), 0);
+}
+
+// An answer that is not an array of one answer per payload fails the
+// call's items (bad_answer), never mixes them up.
+TEST(HttpOp, BatchAnswerOfTheWrongShapeFailsItsItems) {
+  TestApi api;
+  Chain chain;
+  // POST /token answers "token_" + the body: not a JSON array.
+  chain.Run({{"--op", "http", "--url", api.base() + "/token", "--batch", "10",
+              "--retries", "0"}},
+            {"--count", "30"});
+  ASSERT_EQ(chain.Finish(), 65) << chain.sink->err();
+  nlohmann::json report = chain.Report();
+  EXPECT_EQ(report["failed"], 30);
+  EXPECT_EQ(report["failed_by_reason"]["bad_answer"], 30) << report.dump();
+}
+
 TEST(HttpOp, BadFlagValuesExit64NamingTheFlag) {
   const std::vector<std::pair<Args, std::string>> cases = {
       {{"--op", "http"}, "--url"},
@@ -184,6 +222,12 @@ TEST(HttpOp, BadFlagValuesExit64NamingTheFlag) {
       {{"--op", "http", "--url", "http://host/", "--hedge-after-ms", "-5"}, "--hedge-after-ms"},
       {{"--op", "http", "--url", "http://host/", "--header", "no colon"}, "--header"},
       {{"--op", "http", "--url", "http://host/", "--http-max-bytes", "0"}, "--http-max-bytes"},
+      {{"--op", "http", "--url", "http://host/{payload}", "--batch", "10"}, "--url"},
+      {{"--op", "http", "--url", "http://host/", "--batch", "10", "--method", "GET"},
+       "--method"},
+      {{"--op", "http", "--url", "http://host/", "--batch", "0"}, "--batch"},
+      {{"--op", "exec", "--exec", "cat", "--batch", "10"}, "--batch"},
+      {{"--op", "token", "--batch", "10", "--batch-wait-ms", "-1"}, "--batch-wait-ms"},
   };
   for (const auto& [args, flag] : cases) {
     std::string err;

@@ -294,6 +294,23 @@ TEST(Ops, AsyncTokenAndResultWithConcurrencyRunTheJobExactly) {
   EXPECT_EQ(ReadFile(chain.dir.File("out.txt")), ExpectedResults(5000));
 }
 
+// Issue 10, point 3: the simulated token op with --batch N costs one
+// latency per call of up to N items, not one per item.
+TEST(Ops, BatchedTokenCostsOneCallPerBatchAndTheJobStaysExact) {
+  Chain chain;
+  chain.Run({{"--op", "token,result", "--batch", "100,1", "--batch-wait-ms", "20",
+              "--concurrency", "400,200", "--latency-ms", "10,5"}},
+            {"--count", "5000"}, {"--ordered"});
+  ASSERT_EQ(chain.Finish(), 0) << chain.sink->err();
+  ExpectCompleteExactly(chain.Report(), 5000);
+  EXPECT_EQ(ReadFile(chain.dir.File("out.txt")), ExpectedResults(5000));
+  nlohmann::json counters = chain.stages[0]->LastCounters();
+  EXPECT_EQ(counters["calls_1_result"], 5000) << "result is not batched";
+  // Calls are cut at 100 items or 20 ms: mostly full ones.
+  EXPECT_LE(counters["calls_0_token"].get<int>(), 5000 / 20) << counters.dump();
+  EXPECT_GE(counters["calls_0_token"].get<int>(), 5000 / 100);
+}
+
 // Issue 7, point 2: `make install`, then an op built out of tree against the
 // installed package (examples/cpp-op) gives a sluice-stage that knows it.
 TEST(Ops, AnOpBuiltOutOfTreeAgainstTheInstalledSluiceRunsInAJob) {
