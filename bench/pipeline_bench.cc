@@ -20,7 +20,8 @@
 // Also (each can be turned off): low-load latency against three raw hops
 // (--latency), an API-bound worker — one token stage of 10 ms calls on its
 // default threads and on one loop thread with --concurrency 1000 (--async) —
-// and the scaling table of latency-bound workers (--scaling).
+// the http op against a local API and the classic job with stage 1 batched
+// or not (--api), and the scaling table of latency-bound workers (--scaling).
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -369,30 +370,35 @@ uint64_t PeakRssKib(pid_t pid) {
   return at == std::string::npos ? 0 : std::strtoull(status.c_str() + at + 6, nullptr, 10);
 }
 
-// An API-bound stage: producer -> one token worker (`token_flags`, 10 ms
-// calls) -> sink, n items, acks on. The sink's items/s (0 if the run was
-// not exact) and the worker's peak memory.
+// producer -> one worker per element of `stages` (sluice-stage arguments
+// without --in/--out; each after the first binds its input for the one
+// before) -> sink, n items, acks on. The sink's items/s (0 if the run was
+// not exact), the first worker's peak memory and last counters.
 struct WorkerRun {
   double items_per_s = 0;
   uint64_t peak_rss_kib = 0;
+  nlohmann::json counters;
 };
-WorkerRun OneTokenWorker(uint64_t n, const std::vector<std::string>& token_flags) {
+WorkerRun RunWorkers(uint64_t n, const std::vector<std::vector<std::string>>& stages) {
   TempDir dir;
   WorkerRun run;
   Ends ends = StartEnds(dir, n, 1);
-  auto& sink = ends.sink;
-  auto& producer = ends.producer;
-  std::vector<std::string> args = {BinaryPath("sluice-stage"), "--op", "token",
-                                   "--latency-ms", "10", "--in",
-                                   ">" + ends.producer_out, "--out",
-                                   ">" + ends.sink_in};
-  args.insert(args.end(), token_flags.begin(), token_flags.end());
-  Process token(args);
-  const bool done = sink->Wait(std::chrono::minutes(5)) == 0;
-  producer->Wait(std::chrono::minutes(1));
-  run.peak_rss_kib = PeakRssKib(token.pid());
-  token.Signal(SIGTERM);
-  token.Wait(std::chrono::minutes(1));
+  std::vector<std::unique_ptr<Process>> workers(stages.size());
+  std::string next_in = ends.sink_in;
+  for (size_t i = stages.size(); i-- > 0;) {
+    std::vector<std::string> args = {BinaryPath("sluice-stage"), "--in",
+                                     i == 0 ? ">" + ends.producer_out : "@tcp://127.0.0.1:*",
+                                     "--out", ">" + next_in};
+    args.insert(args.end(), stages[i].begin(), stages[i].end());
+    workers[i] = std::make_unique<Process>(args);
+    if (i > 0) next_in = workers[i]->WaitReady()["in"];
+  }
+  const bool done = ends.sink->Wait(std::chrono::minutes(5)) == 0;
+  ends.producer->Wait(std::chrono::minutes(1));
+  run.peak_rss_kib = PeakRssKib(workers[0]->pid());
+  for (auto& w : workers) w->Signal(SIGTERM);
+  for (auto& w : workers) w->Wait(std::chrono::minutes(1));
+  run.counters = workers[0]->LastCounters();
   auto report = nlohmann::json::parse(testing::ReadFile(dir.File("report.json")),
                                       nullptr, false);
   if (done && !report.is_discarded() && report["unique"].get<uint64_t>() == n) {
@@ -400,6 +406,22 @@ WorkerRun OneTokenWorker(uint64_t n, const std::vector<std::string>& token_flags
   }
   return run;
 }
+
+// An API-bound stage: one token worker (`token_flags`, 10 ms calls).
+WorkerRun OneTokenWorker(uint64_t n, const std::vector<std::string>& token_flags) {
+  std::vector<std::string> args = {"--op", "token", "--latency-ms", "10"};
+  args.insert(args.end(), token_flags.begin(), token_flags.end());
+  return RunWorkers(n, {args});
+}
+
+// sluice-test-api on an ephemeral port, answering after up to `latency_ms`.
+struct TestApi {
+  explicit TestApi(int latency_ms)
+      : server({BinaryPath("sluice-test-api"), "--latency-ms", std::to_string(latency_ms)}),
+        base("http://127.0.0.1:" + server.WaitReady()["port"]) {}
+  Process server;
+  std::string base;
+};
 
 // Prints the table, writes it as TSV next to the history and, if gnuplot is
 // there, draws it as a PNG: items/s and elapsed time against workers.
@@ -494,7 +516,7 @@ int Main(int argc, char** argv) {
   if (n < 2 || runs < 1) {
     std::fprintf(stderr, "usage: sluice-bench [--items N] [--runs R] "
                          "[--history FILE|off] [--scaling on|off] [--latency on|off] "
-                         "[--async on|off]\n");
+                         "[--async on|off] [--api on|off]\n");
     return 64;
   }
   std::printf("sluice-bench: %llu items, %d runs each, interleaved; medians\n",
@@ -564,6 +586,44 @@ int Main(int argc, char** argv) {
                 Median(threaded), async_rate, async_rate / Median(threaded),
                 static_cast<unsigned long long>(async_rss));
   }
+  double http_rate = 0;
+  if (Flag(argc, argv, "--api", "on") != "off") {
+    // Issue 10: the http op against a local API of 10 ms answers, and the
+    // classic job with stage 1 batched against unbatched (stage 2 on a
+    // loop, so that stage 1 is what limits).
+    std::vector<double> http, http_batched, classic, classic_batched;
+    double calls_per_item = 0;
+    for (int r = 0; r < runs; ++r) {
+      {
+        TestApi api(10);
+        WorkerRun h = RunWorkers(60000, {{"--op", "http", "--url", api.base + "/token/{payload}",
+                                          "--concurrency", "1000"}});
+        http.push_back(h.items_per_s);
+        WorkerRun b = RunWorkers(300000, {{"--op", "http", "--url", api.base + "/token/batch",
+                                           "--batch", "100"}});
+        http_batched.push_back(b.items_per_s);
+      }
+      const std::vector<std::string> result = {"--op", "result", "--concurrency", "1000"};
+      classic.push_back(RunWorkers(4000, {{"--op", "token"}, result}).items_per_s);
+      WorkerRun c = RunWorkers(200000, {{"--op", "token", "--batch", "100"}, result});
+      classic_batched.push_back(c.items_per_s);
+      calls_per_item = c.counters.value("calls_0_token", 0.0) / 200000;
+      if (http.back() <= 0 || http_batched.back() <= 0 || classic.back() <= 0 ||
+          classic_batched.back() <= 0) {
+        std::fprintf(stderr, "API run %d failed\n", r + 1);
+        return 70;
+      }
+    }
+    http_rate = Median(http);
+    std::printf("http op, one worker, local API answering in [0, 10) ms:\n"
+                "  one call per item, --concurrency 1000 : %10.0f items/s\n"
+                "  --batch 100 (JSON arrays)             : %10.0f items/s\n"
+                "classic job, token (10 ms) -> result (5 ms, --concurrency 1000):\n"
+                "  token on its default 10 threads       : %10.0f items/s\n"
+                "  token --batch 100                     : %10.0f items/s  (x%.0f, %.3f calls per item)\n",
+                http_rate, Median(http_batched), Median(classic), Median(classic_batched),
+                Median(classic_batched) / Median(classic), calls_per_item);
+  }
   double raw_latency = 0, pipeline_latency = 0;
   if (Flag(argc, argv, "--latency", "on") != "off") {
     // Goal: p50 <= 1.2 x three raw hops. Medians of the runs' medians.
@@ -601,7 +661,8 @@ int Main(int argc, char** argv) {
       out << "date\tcommit\titems\traw_chain_per_s\tacks_default_per_s\t"
              "acks_1thread_per_s\tacks_off_1thread_per_s\tratio_acks_default\t"
              "ratio_acks_1thread\tcpu_us_acks_default\tcpu_us_acks_1thread\t"
-             "latency_p50_raw_us\tlatency_p50_pipeline_us\tasync_token_per_s\n";
+             "latency_p50_raw_us\tlatency_p50_pipeline_us\tasync_token_per_s\t"
+             "http_worker_per_s\n";
     }
     char date[32];
     std::time_t now = std::time(nullptr);
@@ -609,10 +670,10 @@ int Main(int argc, char** argv) {
     out << date << '\t' << Commit() << '\t' << n << '\t' << static_cast<uint64_t>(raw_m);
     for (const Series& s : series) out << '\t' << static_cast<uint64_t>(Median(s.rate));
     char tail[192];
-    std::snprintf(tail, sizeof(tail), "\t%.3f\t%.3f\t%.3f\t%.3f\t%.0f\t%.0f\t%.0f\n",
+    std::snprintf(tail, sizeof(tail), "\t%.3f\t%.3f\t%.3f\t%.3f\t%.0f\t%.0f\t%.0f\t%.0f\n",
                   Median(series[0].rate) / raw_m, Median(series[1].rate) / raw_m,
                   Median(series[0].cpu), Median(series[1].cpu), raw_latency,
-                  pipeline_latency, async_rate);
+                  pipeline_latency, async_rate, http_rate);
     out << tail;
     std::printf("appended to %s\n", history.c_str());
   }
