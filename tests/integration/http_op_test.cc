@@ -222,6 +222,8 @@ TEST(HttpOp, BadFlagValuesExit64NamingTheFlag) {
       {{"--op", "http", "--url", "http://host/", "--hedge-after-ms", "-5"}, "--hedge-after-ms"},
       {{"--op", "http", "--url", "http://host/", "--header", "no colon"}, "--header"},
       {{"--op", "http", "--url", "http://host/", "--http-max-bytes", "0"}, "--http-max-bytes"},
+      {{"--op", "http", "--url", "http://host/", "--http-connections", "-1"},
+       "--http-connections"},
       {{"--op", "http", "--url", "http://host/{payload}", "--batch", "10"}, "--url"},
       {{"--op", "http", "--url", "http://host/", "--batch", "10", "--method", "GET"},
        "--method"},

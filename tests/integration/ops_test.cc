@@ -335,6 +335,20 @@ TEST(Ops, BatchedTokenCostsOneCallPerBatchAndTheJobStaysExact) {
   EXPECT_GE(counters["calls_0_token"].get<int>(), 5000 / 100);
 }
 
+// Issue 10, point 3: a batch is cut as soon as N items are there, never
+// held for --batch-wait-ms: with a wait of 100 s and a count that is a
+// multiple of N, every call is full and the job ends long before any wait
+// would (the sink's idle timeout of 60 s would fail it otherwise).
+TEST(Ops, FullBatchIsCutAtOnceNotAfterTheWait) {
+  Chain chain;
+  chain.Run({{"--op", "token", "--batch", "50", "--batch-wait-ms", "100000",
+              "--latency-ms", "1"}},
+            {"--count", "1000"});
+  ASSERT_EQ(chain.Finish(), 0) << chain.sink->err();
+  ExpectCompleteExactly(chain.Report(), 1000);
+  EXPECT_EQ(chain.stages[0]->LastCounters()["calls_0_token"], 1000 / 50);
+}
+
 // Issue 7, point 2: `make install`, then an op built out of tree against the
 // installed package (examples/cpp-op) gives a sluice-stage that knows it.
 TEST(Ops, AnOpBuiltOutOfTreeAgainstTheInstalledSluiceRunsInAJob) {
