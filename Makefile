@@ -31,14 +31,14 @@ BENCH_RUNS ?= 3
 
 # Debian bookworm packages. Building the binaries (and configuring the test
 # and benchmark targets) needs BUILD_PACKAGES; running every test needs
-# TEST_PACKAGES too (clang for the fuzzer, iproute2 for the netns tests,
+# TEST_PACKAGES too (clang for the fuzzer, iproute2 and iptables for the netns tests,
 # Debian's python3 with pyzmq and protobuf for the examples in other languages;
 # the docker tests install Docker themselves, see deploy/docker-env.sh).
 BUILD_PACKAGES := cmake g++ make pkg-config zlib1g-dev \
   libzmq3-dev cppzmq-dev libprotobuf-dev protobuf-compiler \
   libboost-program-options-dev libspdlog-dev nlohmann-json3-dev \
   prometheus-cpp-dev libcurl4-openssl-dev libgtest-dev libgmock-dev libbenchmark-dev
-TEST_PACKAGES := clang libclang-rt-14-dev iproute2 jq python3 python3-zmq \
+TEST_PACKAGES := clang libclang-rt-14-dev iproute2 iptables jq python3 python3-zmq \
   python3-protobuf
 # `make bench` draws its scaling table with gnuplot.
 BENCH_PACKAGES := gnuplot-nox

@@ -12,6 +12,10 @@ void AddCommonFlags(po::options_description& options, unsigned sets,
        "capacity of each internal queue, in items")
       ("linger-ms", po::value<int64_t>()->default_value(d.socket.linger_ms),
        "on exit, how long sockets may still flush queued frames (ms)")
+      ("heartbeat-ms", po::value<int64_t>()->default_value(d.socket.heartbeat_ms),
+       "ping each connection's peer every MS; a peer silent for 5 x MS "
+       "(a vanished host, a dropped link) is disconnected, so that its "
+       "work is replayed then, not after TCP gives up (0: off)")
       ("stats-interval", po::value<double>()->default_value(
                              d.stats_interval.count() / 1000.0),
        "log the counters every S seconds (0: only at exit)")
@@ -48,6 +52,7 @@ StatusOr<CommonFlags> ReadCommonFlags(const po::variables_map& vm,
   flags.socket.hwm = static_cast<int>(read.Int("hwm", 1, 1'000'000));
   flags.queue_capacity = static_cast<size_t>(read.Int("queue", 1, 100'000'000));
   flags.socket.linger_ms = static_cast<int>(read.Int("linger-ms", 0, 3'600'000));
+  flags.socket.heartbeat_ms = static_cast<int>(read.Int("heartbeat-ms", 0, 600'000));
   flags.stats_interval = read.Seconds("stats-interval", 0, 86400);
   flags.metrics_address = vm["metrics"].as<std::string>();
   if (sets & kReceiverFlags) {

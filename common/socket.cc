@@ -76,6 +76,14 @@ StatusOr<OpenedSocket> OpenSocket(zmq::context_t& context,
     opened.socket = zmq::socket_t(context, type);
     zmq::socket_t& s = opened.socket;
     s.set(zmq::sockopt::linger, options.linger_ms);
+    if (options.heartbeat_ms > 0) {
+      const int timeout_ms = 5 * options.heartbeat_ms;
+      s.set(zmq::sockopt::heartbeat_ivl, options.heartbeat_ms);
+      s.set(zmq::sockopt::heartbeat_timeout, timeout_ms);
+      // The TTL asks the peer to drop us too if we fall silent (libzmq
+      // counts it in tenths of a second).
+      s.set(zmq::sockopt::heartbeat_ttl, std::max(100, timeout_ms / 100 * 100));
+    }
     if (type == zmq::socket_type::push) {
       s.set(zmq::sockopt::sndhwm, options.hwm);
       s.set(zmq::sockopt::immediate, 1);

@@ -12,7 +12,13 @@
 //    it before it is ever buffered in full (memory stays bounded);
 //  - PUSH sockets set ZMQ_IMMEDIATE, so frames wait in our queue, not in a
 //    pipe to a peer that never finished connecting;
-//  - linger is bounded (SocketOptions::linger_ms).
+//  - linger is bounded (SocketOptions::linger_ms);
+//  - every connection is pinged (ZMTP heartbeats, SocketOptions::
+//    heartbeat_ms): a peer whose host vanished, or whose packets are
+//    dropped, is disconnected after 5 pings' time. PUSH then stops handing
+//    it frames, and what it held is replayed by the producer's window,
+//    seconds after the fault rather than after TCP's retransmissions give
+//    up (about 15 minutes on Linux).
 //
 // Thread safety: a socket is made, used and closed by one thread.
 #ifndef SLUICE_COMMON_SOCKET_H_
@@ -39,6 +45,9 @@ struct SocketOptions {
   int hwm = 64;                                   // Frames, each direction.
   size_t max_frame_bytes = kDefaultMaxFrameBytes;  // Receivers' decode limit.
   int linger_ms = 5000;                           // Bounded linger on close.
+  // ZMTP PING every heartbeat_ms; no traffic from the peer for 5 x that
+  // drops the connection (and the peer is told the same TTL). 0: off.
+  int heartbeat_ms = 1000;
   // Watch connections (for WaitForPeers); set up before any bind/connect so
   // that no early peer is missed.
   bool monitor_peers = false;

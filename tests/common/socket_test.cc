@@ -64,6 +64,26 @@ TEST(Socket, ReceiversSetTwiceTheDecodeLimitAsMaxMessageSize) {
   EXPECT_EQ(push->socket.get(zmq::sockopt::linger), options.linger_ms);
 }
 
+// Issue 11, point 2: every socket pings its peers, and drops one silent
+// for five intervals (and asks the peer to do the same); 0 turns it off.
+TEST(Socket, EveryConnectionIsPingedAndASilentPeerDroppedAfterFiveIntervals) {
+  zmq::context_t context(1);
+  SocketOptions options;
+  options.heartbeat_ms = 700;
+  for (auto type : {zmq::socket_type::push, zmq::socket_type::pull,
+                    zmq::socket_type::xpub, zmq::socket_type::sub}) {
+    auto s = OpenSocket(context, type, {}, options);
+    ASSERT_TRUE(s.ok());
+    EXPECT_EQ(s->socket.get(zmq::sockopt::heartbeat_ivl), 700);
+    EXPECT_EQ(s->socket.get(zmq::sockopt::heartbeat_timeout), 3500);
+    EXPECT_EQ(s->socket.get(zmq::sockopt::heartbeat_ttl), 3500);
+  }
+  options.heartbeat_ms = 0;
+  auto off = OpenSocket(context, zmq::socket_type::push, {}, options);
+  ASSERT_TRUE(off.ok());
+  EXPECT_EQ(off->socket.get(zmq::sockopt::heartbeat_ivl), 0);
+}
+
 TEST(Socket, WaitForPeersReturnsOnceThatManyHaveConnected) {
   zmq::context_t context(1);
   SocketOptions options;

@@ -118,3 +118,14 @@ void NetnsLab::RestoreLink(int host) {
 }
 
 }  // namespace sluice::testing
+
+namespace sluice::testing {
+
+bool NetnsLab::DropPackets(int host) {
+  const std::string iptables = Which("iptables");
+  if (iptables.empty()) return false;
+  const std::string in_host = ip_ + " netns exec " + Namespace(host) + " " + iptables;
+  return Run(in_host + " -I INPUT -j DROP") && Run(in_host + " -I OUTPUT -j DROP");
+}
+
+}  // namespace sluice::testing

@@ -4,7 +4,7 @@
 // namespace per host, each with its own address on a private bridge, and
 // tears it all down again. Processes run inside a host through
 // `ip netns exec`. CutLink/RestoreLink take a host's link down and up, as a
-// pulled cable would.
+// pulled cable would; DropPackets makes a host fall silent (iptables).
 //
 // Needs root and iproute2. Names carry the test process's pid so that
 // concurrent runs do not collide.
@@ -35,6 +35,10 @@ class NetnsLab {
   std::unique_ptr<Process> Start(int host, const std::string& binary, Args args);
   void CutLink(int host);
   void RestoreLink(int host);
+  // Drops every packet into and out of `host` (iptables in its namespace),
+  // as a host that vanished would: no reset, no error its peers can see.
+  // False if iptables is missing or refuses.
+  bool DropPackets(int host);
 
  private:
   bool Run(const std::string& command);
