@@ -51,7 +51,11 @@ std::optional<int> ParseCommandLine(const ProgramInfo& info,
        "read flags from FILE (INI: 'flag = value'); flags and SLUICE_* "
        "environment variables take precedence")
       ("log-level", po::value<std::string>()->default_value("info"),
-       "trace, debug, info, warn, error or off (logs go to stderr)");
+       "trace, debug, info, warn, error or off (logs go to stderr)")
+      ("log-format", po::value<std::string>()->default_value("text"),
+       "text: one readable line per event; json: one JSON object per line "
+       "(ts, level, program, pid, msg; a counters line adds counters as an "
+       "object), for log shippers");
   po::options_description all;
   all.add(options).add(common);
 

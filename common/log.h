@@ -2,6 +2,11 @@
 //
 // Logging goes to stderr through spdlog, one line per event:
 //   2026-11-22T01:02:03.456 sluice-stage warn rx.reject: ...
+// or, with --log-format json, one JSON object per line with stable names:
+//   {"ts":"2026-11-22T01:02:03.456Z","level":"warn","program":"sluice-stage",
+//    "pid":7,"msg":"rx.reject: ..."}
+// A "counters {...}" line carries its counters as an object as well
+// ("counters": {...}), so that a log shipper needs no second parse.
 // Stdout is kept for the READY line, the human summary and --help output.
 //
 // libprotobuf's own log lines (InitLogging installs the handler) go through
@@ -29,8 +34,10 @@
 namespace sluice {
 
 // Names the default logger after the program and sends it to stderr.
-// `level` is one of trace, debug, info, warn, error, off.
-Status InitLogging(std::string_view program, std::string_view level);
+// `level` is one of trace, debug, info, warn, error, off; `format` text or
+// json. kInvalidArgument (naming the flag) for anything else.
+Status InitLogging(std::string_view program, std::string_view level,
+                   std::string_view format = "text");
 
 class RateLimitedLog {
  public:

@@ -103,7 +103,8 @@ int Main(int argc, const char* const argv[]) {
   if (!flags.ok()) read.Fail(flags.status());
   if (!read.status().ok()) return ReportUsageError(info.name, read.status().message());
   opts.flags = *flags;
-  if (Status s = InitLogging(info.name, vm["log-level"].as<std::string>()); !s.ok()) {
+  if (Status s = InitLogging(info.name, vm["log-level"].as<std::string>(),
+                             vm["log-format"].as<std::string>()); !s.ok()) {
     return ReportUsageError(info.name, s.message());
   }
 

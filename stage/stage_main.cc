@@ -233,7 +233,8 @@ int Main(int argc, const char* const argv[]) {
   if (!flags.ok()) return ReportUsageError(info.name, flags.status().message());
   opts.flags = *flags;
   opts.op_flags = &vm;
-  if (Status s = InitLogging(info.name, vm["log-level"].as<std::string>()); !s.ok()) {
+  if (Status s = InitLogging(info.name, vm["log-level"].as<std::string>(),
+                             vm["log-format"].as<std::string>()); !s.ok()) {
     return ReportUsageError(info.name, s.message());
   }
 

@@ -294,6 +294,42 @@ TEST(Ops, AsyncTokenAndResultWithConcurrencyRunTheJobExactly) {
   EXPECT_EQ(ReadFile(chain.dir.File("out.txt")), ExpectedResults(5000));
 }
 
+// Issue 11, point 4: --log-format json gives one JSON object per line with
+// stable names, whatever the message holds (here a co-process's stderr
+// with quotes, a backslash, a tab and a control character), and the
+// counters as an object.
+TEST(Ops, JsonLogFormatIsOneObjectPerLineWhateverTheMessageHolds) {
+  Chain chain;
+  const std::string script = WriteScript(
+      chain.dir, "noisy.sh",
+      "printf 'said \"hi\" \\\\ tab\\t ctl\\001 end\\n' >&2\nexec cat\n");
+  chain.Run({{"--op", "exec", "--exec", "sh " + script, "--log-format", "json"}},
+            {"--count", "100", "--log-format", "json"}, {"--log-format", "json"});
+  ASSERT_EQ(chain.Finish(), 0) << chain.sink->err();
+  int counters = 0, noisy = 0;
+  for (Process* p : {chain.stages[0].get(), chain.producer.get(), chain.sink.get()}) {
+    std::istringstream lines(p->err());
+    for (std::string line; std::getline(lines, line);) {
+      auto event = nlohmann::json::parse(line, nullptr, false);
+      ASSERT_TRUE(event.is_object()) << "not a JSON object: " << line;
+      for (const char* field : {"ts", "level", "program", "pid", "msg"}) {
+        EXPECT_TRUE(event.contains(field)) << field << " missing: " << line;
+      }
+      if (event["msg"] == "counters") {
+        EXPECT_TRUE(event["counters"].is_object()) << line;
+        ++counters;
+      }
+      if (event["msg"].get<std::string>().find("said \"hi\" \\ tab\t ctl\x01 end") !=
+          std::string::npos) {
+        ++noisy;
+      }
+    }
+  }
+  EXPECT_GT(counters, 0);
+  EXPECT_EQ(noisy, 1) << chain.stages[0]->err();
+  EXPECT_EQ(chain.stages[0]->err().find("counters {"), std::string::npos);
+}
+
 // Issue 10, point 1: an async worker holds its slots' items and two
 // frames behind them, not the stream: a 60 MB stream through 2000 slots
 // leaves its peak memory under 40 MiB (about 25 measured, as for 7.5 MB).
