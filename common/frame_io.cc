@@ -24,6 +24,7 @@ void SendCounters::AppendTo(nlohmann::json& out) const {
   out["tx_items"] = tx_items.value();
   out["tx_end_of_stream"] = tx_end_of_stream.value();
   out["tx_bytes"] = tx_bytes.value();
+  out["tx_blocked_us"] = tx_blocked_us.value();
 }
 
 bool AcceptFrame(const zmq::message_t& frame, size_t max_frame_bytes, ItemRun& run,
@@ -115,8 +116,12 @@ Status BatchSender::SendFrame(zmq::message_t frame, uint64_t n_items,
     std::optional<std::chrono::steady_clock::time_point> until = deadline_;
     const bool give_up_first = give_up_ && (!until || *give_up_ < *until);
     if (give_up_first) until = give_up_;
+    std::chrono::nanoseconds blocked{0};
     StatusOr<WaitOutcome> sent = sluice::SendFrame(
-        socket_, frame, deadline_ ? -1 : stop_.fd(), until);
+        socket_, frame, deadline_ ? -1 : stop_.fd(), until, &blocked);
+    if (blocked.count() > 0) {
+      counters_.tx_blocked_us.Add(static_cast<uint64_t>(blocked.count() / 1000));
+    }
     if (!sent.ok()) return sent.status();
     if (*sent == WaitOutcome::kReady) break;
     if (*sent == WaitOutcome::kTimedOut && give_up_first) {

@@ -103,6 +103,10 @@ struct SendCounters {
   Counter tx_items;
   Counter tx_end_of_stream;
   Counter tx_bytes;
+  // Microseconds spent waiting for a peer to take a frame (every peer at
+  // its high-water mark, or none connected): a stage whose output blocks
+  // is faster than what follows it.
+  Counter tx_blocked_us;
   void AppendTo(nlohmann::json& out) const;
 };
 

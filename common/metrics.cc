@@ -19,6 +19,20 @@ class CountersCollectable : public prometheus::Collectable {
   std::vector<prometheus::MetricFamily> Collect() const override {
     std::vector<prometheus::MetricFamily> families;
     nlohmann::json counters = snapshot_();
+    if (counters.contains("gauges")) {
+      for (const auto& [name, value] : counters["gauges"].items()) {
+        if (!value.is_number()) continue;
+        prometheus::MetricFamily family;
+        family.name = "sluice_" + name;
+        family.help = "Sluice gauge " + name + " (see README, Operating Sluice)";
+        family.type = prometheus::MetricType::Gauge;
+        prometheus::ClientMetric metric;
+        metric.label.push_back({"binary", program_});
+        metric.gauge.value = value.get<double>();
+        family.metric.push_back(std::move(metric));
+        families.push_back(std::move(family));
+      }
+    }
     for (const auto& [name, value] : counters.items()) {
       if (!value.is_number()) continue;
       prometheus::MetricFamily family;

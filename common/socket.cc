@@ -171,14 +171,24 @@ StatusOr<WaitOutcome> ReceiveFrame(
 
 StatusOr<WaitOutcome> SendFrame(
     zmq::socket_t& socket, zmq::message_t& frame, int stop_fd,
-    std::optional<std::chrono::steady_clock::time_point> deadline) {
+    std::optional<std::chrono::steady_clock::time_point> deadline,
+    std::chrono::nanoseconds* blocked) {
+  std::optional<std::chrono::steady_clock::time_point> since;
+  auto note_blocked = [&] {
+    if (blocked != nullptr && since) *blocked += std::chrono::steady_clock::now() - *since;
+  };
   try {
     while (true) {
       if (socket.send(frame, zmq::send_flags::dontwait)) {
+        note_blocked();
         return WaitOutcome::kReady;
       }
+      if (!since && blocked != nullptr) since = std::chrono::steady_clock::now();
       StatusOr<WaitOutcome> waited = Wait(socket, ZMQ_POLLOUT, stop_fd, deadline);
-      if (!waited.ok() || *waited != WaitOutcome::kReady) return waited;
+      if (!waited.ok() || *waited != WaitOutcome::kReady) {
+        note_blocked();
+        return waited;
+      }
     }
   } catch (const zmq::error_t& e) {
     if (e.num() == ETERM) return WaitOutcome::kStopped;

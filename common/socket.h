@@ -100,9 +100,12 @@ StatusOr<WaitOutcome> ReceiveFrame(
 // Sends one frame, blocking while every peer is at its high-water mark (or
 // none is connected). Gives up with kStopped when `stop_fd` becomes readable
 // or kTimedOut at `deadline`; the frame is then still owned by the caller.
+// If `blocked` is given, adds the time spent waiting to it (0 when the frame
+// went at once: no clock is read then).
 StatusOr<WaitOutcome> SendFrame(
     zmq::socket_t& socket, zmq::message_t& frame, int stop_fd,
-    std::optional<std::chrono::steady_clock::time_point> deadline);
+    std::optional<std::chrono::steady_clock::time_point> deadline,
+    std::chrono::nanoseconds* blocked = nullptr);
 
 // Shuts `context` down once its sockets are closed; libzmq keeps flushing
 // their queued frames for up to their linger. Returns false if the shutdown

@@ -225,6 +225,7 @@ Status AckLoop(zmq::socket_t& socket, const StopSignal& done,
     counters.acked.Add(window.Ack(ack, InflightWindow::Clock::now()));
     counters.duplicates_reported.Set(window.duplicates_reported());
     counters.flow_limit.Set(window.limit());
+    counters.window_items.Set(window.size());
     counters.stage_wait_us.Set(static_cast<uint64_t>(window.queued_us()));
   }
 }
@@ -417,8 +418,9 @@ nlohmann::json ProducerCounters::ToJson() const {
   out["resumed"] = resumed.value();
   out["too_large"] = too_large.value();
   out["duplicates_reported"] = duplicates_reported.value();
-  out["flow_limit"] = flow_limit.value();
-  out["stage_wait_us"] = stage_wait_us.value();
+  out["gauges"] = {{"flow_limit", flow_limit.value()},
+                   {"stage_wait_us", stage_wait_us.value()},
+                   {"window_items", window_items.value()}};
   ack_rejected.AppendTo(out);
   send.AppendTo(out);
   return out;

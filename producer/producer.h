@@ -84,6 +84,7 @@ struct ProducerCounters {
   Counter duplicates_reported;
   Counter flow_limit;
   Counter stage_wait_us;
+  Counter window_items;  // Gauge: entries sent and not yet acknowledged.
   RejectCounters ack_rejected;
   SendCounters send;
   nlohmann::json ToJson() const;

@@ -103,6 +103,7 @@ class Accounting {
       if (!s.ok()) return s;
     }
     counters_.written.Set(writer_->written());
+    counters_.reorder_items.Set(writer_->buffered());
     return Status::Ok();
   }
 
@@ -209,6 +210,7 @@ class Accounting {
       }
     }
     counters_.written.Set(writer_->written());
+    counters_.reorder_items.Set(writer_->buffered());
     return completed;
   }
 
@@ -270,6 +272,7 @@ class Accounting {
     std::lock_guard<std::mutex> lock(mu_);
     Status s = writer_->FlushAll();
     counters_.written.Set(writer_->written());
+    counters_.reorder_items.Set(writer_->buffered());
     if (s.ok()) s = Commit(std::chrono::steady_clock::now());
     return s;
   }
@@ -820,6 +823,7 @@ nlohmann::json SinkCounters::ToJson() const {
   out["hellos"] = acks.hellos.value();
   out["hellos_rejected"] = acks.hellos_rejected.value();
   out["rejected_subscriptions"] = acks.rejected_subscriptions.value();
+  out["gauges"] = {{"reorder_items", reorder_items.value()}};
   return out;
 }
 

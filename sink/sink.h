@@ -87,6 +87,7 @@ struct SinkCounters {
   Counter dropped;            // New items an op dropped.
   Counter too_many_streams;   // Items of streams beyond --max-streams.
   Counter written;            // Lines written to --output.
+  Counter reorder_items;      // Gauge: items held back for --ordered.
   AckCounters acks;           // Ack frames, hellos, subscriptions.
   nlohmann::json ToJson() const;
 };

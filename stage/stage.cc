@@ -30,6 +30,7 @@ nlohmann::json StageCounters::ToJson(const StageOptions& options) const {
     out["dropped_" + suffix] = ops[i].dropped.value();
     ops[i].AppendNamed(out, "_" + suffix);
   }
+  out["gauges"] = {{"held_items", held_items.value()}};
   return out;
 }
 
@@ -146,6 +147,7 @@ class StageIo {
     std::optional<std::chrono::steady_clock::time_point> deadline;
     while (true) {
       Flush();
+      counters_.held_items.Set(held_);
       const auto now = std::chrono::steady_clock::now();
       if (deadline && now >= *deadline && !pending_.empty()) {
         // Past the drain deadline: what cannot leave now never will.
@@ -249,7 +251,19 @@ class StageIo {
     while (!pending_.empty()) {
       Pending& p = pending_.front();
       const size_t bytes = p.frame.size();
-      if (!out_.send(p.frame, zmq::send_flags::dontwait)) return;
+      if (!out_.send(p.frame, zmq::send_flags::dontwait)) {
+        // Every peer is full (or none is there): the output blocks from now
+        // until a frame goes again.
+        if (!blocked_since_) blocked_since_ = std::chrono::steady_clock::now();
+        return;
+      }
+      if (blocked_since_) {
+        counters_.send.tx_blocked_us.Add(static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::microseconds>(
+                std::chrono::steady_clock::now() - *blocked_since_)
+                .count()));
+        blocked_since_.reset();
+      }
       counters_.send.tx_frames.Add();
       counters_.send.tx_bytes.Add(bytes);
       if (p.end) {
@@ -278,6 +292,8 @@ class StageIo {
   std::deque<Pending> pending_;
   size_t pending_items_ = 0;  // Items (and ends) in pending_.
   size_t held_ = 0;           // Received and not yet sent (or given up).
+  // Since when the output would not take a frame; unset while it does.
+  std::optional<std::chrono::steady_clock::time_point> blocked_since_;
   size_t submitted_ = 0;      // With the op threads.
   uint64_t unsent_ = 0;
 };

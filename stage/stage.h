@@ -57,6 +57,10 @@ struct StageCounters {
   ReceiveCounters receive;
   SendCounters send;
   std::deque<OpCounters> ops;  // Per op of the chain.
+  // Gauge: items received and not yet sent (in the chain's queues, its
+  // ops, or waiting for the output). Near the stage's capacity: the stage
+  // is the bottleneck, or what follows it is (see tx_blocked_us).
+  Counter held_items;
   nlohmann::json ToJson(const StageOptions& options) const;
 };
 

@@ -296,6 +296,22 @@ TEST(Pipeline, ProducerWhoseSinkAckSocketNeverAnswersExits69) {
   EXPECT_NE(err.find("did not answer"), std::string::npos) << err;
 }
 
+// The HOST:PORT a process started with --metrics serves on ("" if it
+// never says).
+std::string MetricsAddress(Process& process) {
+  std::string address;
+  process.WaitForOutput(
+      [&](const std::string&, const std::string& err) {
+        size_t at = err.find("serving metrics on http://");
+        if (at == std::string::npos) return false;
+        size_t begin = at + std::strlen("serving metrics on http://");
+        address = err.substr(begin, err.find('/', begin) - begin);
+        return true;
+      },
+      std::chrono::seconds(20));
+  return address;
+}
+
 // STYLE "Counters are first-class": --metrics serves them to Prometheus.
 TEST(Pipeline, MetricsEndpointServesTheCountersOfARunningStage) {
   auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--acks", "off",
@@ -305,16 +321,8 @@ TEST(Pipeline, MetricsEndpointServesTheCountersOfARunningStage) {
                                       "--out", ">" + sink_in, "--metrics",
                                       "127.0.0.1:0"});
   std::string stage_in = stage->WaitReady()["in"];
-  std::string address;
-  ASSERT_TRUE(stage->WaitForOutput(
-      [&](const std::string&, const std::string& err) {
-        size_t at = err.find("serving metrics on http://");
-        if (at == std::string::npos) return false;
-        size_t begin = at + std::strlen("serving metrics on http://");
-        address = err.substr(begin, err.find('/', begin) - begin);
-        return true;
-      },
-      std::chrono::seconds(20)));
+  const std::string address = MetricsAddress(*stage);
+  ASSERT_FALSE(address.empty());
   EXPECT_EQ(RunToExit("sluice-producer", {"--out", ">" + stage_in, "--count", "100"}), 0);
   ASSERT_EQ(sink->Wait(kJobTimeout), 0) << sink->err();
   std::string metrics = HttpGet(address, "/metrics");
@@ -327,6 +335,45 @@ TEST(Pipeline, MetricsEndpointServesTheCountersOfARunningStage) {
   EXPECT_NE(metrics.find("sluice_rejected_parse_error_total"), std::string::npos);
   stage->Signal(SIGTERM);
   EXPECT_EQ(stage->Wait(std::chrono::seconds(30)), 0);
+}
+
+// Issue 11, point 5: a stage whose output cannot keep up shows it at a
+// glance: items held (a gauge) and time blocked on send (a counter), both
+// in its counters and on --metrics.
+TEST(Pipeline, ASlowNextHopShowsAsHeldItemsAndTimeBlockedOnSend) {
+  auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--progress", "off",
+                                    "--max-rate", "4000", "--hwm", "2", "--queue", "64"});
+  auto sink_ready = sink->WaitReady();
+  std::string sink_in = sink_ready["in"];
+  auto stage = Start("sluice-stage", {"--op", "pass", "--in", "@tcp://127.0.0.1:*",
+                                      "--out", ">" + sink_in, "--hwm", "2",
+                                      "--metrics", "127.0.0.1:0", "--stats-interval", "0.1"});
+  std::string stage_in = stage->WaitReady()["in"];
+  const std::string address = MetricsAddress(*stage);
+  ASSERT_FALSE(address.empty());
+  // 16 MB, more than the kernel's socket buffers between two processes hold.
+  TempDir dir;
+  {
+    std::ofstream input(dir.File("input.txt"));
+    for (int i = 0; i < 8000; ++i) input << std::string(2000, 'a' + i % 26) << "\n";
+  }
+  auto producer = Start("sluice-producer", {"--out", ">" + stage_in, "--input",
+                                            dir.File("input.txt"), "--acks",
+                                            ">" + sink_ready["acks"]});
+  ASSERT_TRUE(WaitUntilCounterAtLeast(*stage, "tx_blocked_us", 10'000)) << stage->err();
+  const std::string metrics = HttpGet(address, "/metrics");
+  EXPECT_NE(metrics.find("# TYPE sluice_held_items gauge"), std::string::npos) << metrics;
+  const std::string held_line = "sluice_held_items{binary=\"sluice-stage\"} ";
+  const size_t at = metrics.find(held_line);
+  ASSERT_NE(at, std::string::npos) << metrics;
+  EXPECT_GT(std::strtod(metrics.c_str() + at + held_line.size(), nullptr), 0) << metrics;
+  EXPECT_NE(metrics.find("sluice_tx_blocked_us_total{binary=\"sluice-stage\"}"),
+            std::string::npos);
+  EXPECT_EQ(producer->Wait(kJobTimeout), 0) << producer->err();
+  ASSERT_EQ(sink->Wait(kJobTimeout), 0) << sink->err();
+  stage->Signal(SIGTERM);
+  EXPECT_EQ(stage->Wait(std::chrono::seconds(30)), 0);
+  EXPECT_EQ(stage->LastCounters()["gauges"]["held_items"], 0);
 }
 
 TEST(Cli, MetricsAddressThatCannotBeServedExits69) {
