@@ -22,6 +22,7 @@ void AddCommonFlags(po::options_description& options, unsigned sets,
       ("metrics", po::value<std::string>()->default_value(""),
        "serve the counters to Prometheus at http://HOST:PORT/metrics "
        "(e.g. 0.0.0.0:9100; port 0 picks a free one; empty: off)");
+  AddCurveFlags(options);
   if (sets & kReceiverFlags) {
     options.add_options()
         ("max-frame-bytes",
@@ -55,6 +56,11 @@ StatusOr<CommonFlags> ReadCommonFlags(const po::variables_map& vm,
   flags.socket.heartbeat_ms = static_cast<int>(read.Int("heartbeat-ms", 0, 600'000));
   flags.stats_interval = read.Seconds("stats-interval", 0, 86400);
   flags.metrics_address = vm["metrics"].as<std::string>();
+  auto curve = ReadCurveFlags(vm);
+  if (!curve.ok()) return curve.status();
+  if (curve->enabled()) {
+    flags.socket.curve = std::make_shared<const CurveConfig>(std::move(*curve));
+  }
   if (sets & kReceiverFlags) {
     flags.receive.max_frame_bytes =
         static_cast<size_t>(read.Int("max-frame-bytes", 64, 512 << 20));

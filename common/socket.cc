@@ -95,12 +95,27 @@ StatusOr<OpenedSocket> OpenSocket(zmq::context_t& context,
         // owner has checked them (XPUB_MANUAL).
         s.set(zmq::sockopt::xpub_verbose, 1);
         s.set(zmq::sockopt::xpub_manual, 1);
-        s.set(zmq::sockopt::maxmsgsize, int64_t{kMaxSubscriptionBytes});
+        // CURVE's handshake commands pass the same limit (INITIATE is
+        // about 300 bytes): allow them, subscriptions are checked anyway.
+        const bool curve = options.curve != nullptr && options.curve->enabled();
+        s.set(zmq::sockopt::maxmsgsize, int64_t{curve ? 1024 : kMaxSubscriptionBytes});
       }
     } else {
       s.set(zmq::sockopt::rcvhwm, options.hwm);
       s.set(zmq::sockopt::maxmsgsize,
             static_cast<int64_t>(options.max_frame_bytes) * 2);
+    }
+    if (options.curve != nullptr && options.curve->enabled()) {
+      bool binds = false, connects = false;
+      for (const Endpoint& e : endpoints) {
+        (e.role == Role::kBind ? binds : connects) = true;
+      }
+      if (binds && connects) {
+        return InvalidArgument(
+            "CURVE: one socket cannot both bind and connect (it is either a "
+            "server or a client); split the endpoints");
+      }
+      if (Status c = ApplyCurve(s, *options.curve, binds); !c.ok()) return c;
     }
     if (options.monitor_peers) {
       static std::atomic<int> next_id{0};

@@ -25,12 +25,14 @@
 #define SLUICE_COMMON_SOCKET_H_
 
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include <zmq.hpp>
 
+#include "common/curve.h"
 #include "common/endpoint.h"
 #include "common/envelope_codec.h"
 #include "common/status.h"
@@ -51,6 +53,9 @@ struct SocketOptions {
   // Watch connections (for WaitForPeers); set up before any bind/connect so
   // that no early peer is missed.
   bool monitor_peers = false;
+  // CURVE (common/curve.h): a socket that binds is a server, one that
+  // connects a client; null or disabled: plain.
+  std::shared_ptr<const CurveConfig> curve;
 };
 
 struct OpenedSocket {

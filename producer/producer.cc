@@ -417,6 +417,7 @@ nlohmann::json ProducerCounters::ToJson() const {
   out["retransmits"] = retransmits.value();
   out["resumed"] = resumed.value();
   out["too_large"] = too_large.value();
+  out["curve_refused"] = curve_refused.value();
   out["duplicates_reported"] = duplicates_reported.value();
   out["gauges"] = {{"flow_limit", flow_limit.value()},
                    {"stage_wait_us", stage_wait_us.value()},
@@ -484,6 +485,8 @@ Status RunProducer(const ProducerOptions& options, StopSignal& stop,
     }
   } close_input{input_fd};
   zmq::context_t context(1);
+  auto zap = ZapHandler::Start(context, options.flags.socket.curve, counters.curve_refused);
+  if (!zap.ok()) return zap.status();
   SocketOptions socket_options = options.flags.socket;
   socket_options.monitor_peers = options.wait_peers > 0;
   StatusOr<OpenedSocket> opened = OpenSocket(
@@ -602,6 +605,7 @@ Status RunProducer(const ProducerOptions& options, StopSignal& stop,
 
   if (!send_status.ok()) abandon(nullptr);  // Unacknowledged anyway.
   opened->socket.close();
+  zap->reset();
   bool flushed = TerminateContext(context, options.flags.socket.linger_ms);
   if (!send_status.ok()) return send_status;
   if (!read_status.ok() && read_status.code() != StatusCode::kCancelled) {

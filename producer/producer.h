@@ -85,6 +85,7 @@ struct ProducerCounters {
   Counter flow_limit;
   Counter stage_wait_us;
   Counter window_items;  // Gauge: entries sent and not yet acknowledged.
+  Counter curve_refused;  // CURVE clients refused (not in --curve-allow).
   RejectCounters ack_rejected;
   SendCounters send;
   nlohmann::json ToJson() const;

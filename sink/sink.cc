@@ -819,6 +819,7 @@ nlohmann::json SinkCounters::ToJson() const {
   out["dropped"] = dropped.value();
   out["too_many_streams"] = too_many_streams.value();
   out["written"] = written.value();
+  out["curve_refused"] = curve_refused.value();
   out["acks_sent"] = acks.acks_sent.value();
   out["hellos"] = acks.hellos.value();
   out["hellos_rejected"] = acks.hellos_rejected.value();
@@ -849,6 +850,8 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
   Accounting accounting(options, counters, std::move(*writer), std::move(state));
 
   zmq::context_t context(1);
+  auto zap = ZapHandler::Start(context, options.flags.socket.curve, counters.curve_refused);
+  if (!zap.ok()) return zap.status();
   StatusOr<OpenedSocket> in = OpenSocket(context, zmq::socket_type::pull,
                                          options.in, options.flags.socket);
   if (!in.ok()) return in.status();
@@ -991,6 +994,7 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
       progress_out << "\r" << accounting.ProgressLine(started) << "\n" << std::flush;
     }
   }
+  zap->reset();
   TerminateContext(context, options.flags.socket.linger_ms);
 
   outcome.report = accounting.Report();

@@ -88,6 +88,7 @@ struct SinkCounters {
   Counter too_many_streams;   // Items of streams beyond --max-streams.
   Counter written;            // Lines written to --output.
   Counter reorder_items;      // Gauge: items held back for --ordered.
+  Counter curve_refused;      // CURVE clients refused (not in --curve-allow).
   AckCounters acks;           // Ack frames, hellos, subscriptions.
   nlohmann::json ToJson() const;
 };

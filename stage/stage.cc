@@ -30,6 +30,7 @@ nlohmann::json StageCounters::ToJson(const StageOptions& options) const {
     out["dropped_" + suffix] = ops[i].dropped.value();
     ops[i].AppendNamed(out, "_" + suffix);
   }
+  out["curve_refused"] = curve_refused.value();
   out["gauges"] = {{"held_items", held_items.value()}};
   return out;
 }
@@ -316,6 +317,8 @@ Status RunStage(const StageOptions& options, StopSignal& stop,
   }
 
   zmq::context_t context(1);
+  auto zap = ZapHandler::Start(context, options.flags.socket.curve, counters.curve_refused);
+  if (!zap.ok()) return zap.status();
   StatusOr<OpenedSocket> in = OpenSocket(context, zmq::socket_type::pull,
                                          options.in, options.flags.socket);
   if (!in.ok()) return in.status();
@@ -346,6 +349,7 @@ Status RunStage(const StageOptions& options, StopSignal& stop,
   stop_runners();
   in->socket.close();
   out->socket.close();
+  zap->reset();
   bool flushed = TerminateContext(context, options.flags.socket.linger_ms);
   if (!status.ok()) return status;
   if (io.unsent() > 0) {

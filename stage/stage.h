@@ -61,6 +61,7 @@ struct StageCounters {
   // ops, or waiting for the output). Near the stage's capacity: the stage
   // is the bottleneck, or what follows it is (see tx_blocked_us).
   Counter held_items;
+  Counter curve_refused;  // CURVE clients refused (not in --curve-allow).
   nlohmann::json ToJson(const StageOptions& options) const;
 };
 
