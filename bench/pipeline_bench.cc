@@ -33,6 +33,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -200,21 +201,25 @@ struct Chain {
   std::map<std::string, std::string> sink_ready;
   std::string result_in;
   std::vector<std::string> threads;  // Extra stage flags.
+  std::vector<std::string> curve;    // CURVE flags for all four, or none.
 
-  static std::unique_ptr<Process> Run(std::vector<std::string> args) {
+  static std::unique_ptr<Process> Run(std::vector<std::string> args,
+                                      const std::vector<std::string>& more = {}) {
+    args.insert(args.end(), more.begin(), more.end());
     return std::make_unique<Process>(std::move(args));
   }
   void Start(bool acks, std::vector<std::string> stage_flags) {
     threads = std::move(stage_flags);
     sink = Run({BinaryPath("sluice-sink"), "--in", "@tcp://127.0.0.1:*", "--report",
                 dir.File("report.json"), "--progress", "off", "--state", "off",
-                "--acks", acks ? "@tcp://127.0.0.1:*" : "off", "--idle-timeout", "60"});
+                "--acks", acks ? "@tcp://127.0.0.1:*" : "off", "--idle-timeout", "60"},
+               curve);
     sink_ready = sink->WaitReady();
     std::vector<std::string> args = {BinaryPath("sluice-stage"), "--op", "result",
                                      "--latency-ms", "0", "--in", "@tcp://127.0.0.1:*",
                                      "--out", ">" + sink_ready["in"]};
     args.insert(args.end(), threads.begin(), threads.end());
-    result = Run(args);
+    result = Run(args, curve);
     result_in = result->WaitReady()["in"];
   }
   // The producer's --acks value.
@@ -224,7 +229,7 @@ struct Chain {
                                      "--latency-ms", "0", "--in", ">" + producer_out,
                                      "--out", ">" + result_in};
     args.insert(args.end(), threads.begin(), threads.end());
-    token = Run(args);
+    token = Run(args, curve);
   }
   nlohmann::json Finish(uint64_t n) {
     const auto code = sink->Wait(std::chrono::minutes(5));
@@ -245,16 +250,31 @@ struct Chain {
   }
 };
 
+// CURVE flags for every process of a chain: one key pair (sluice-keygen)
+// that every process holds and the allow-list lists. Empty if keygen fails.
+std::vector<std::string> CurveFlags(TempDir& dir) {
+  Process keygen({BinaryPath("sluice-keygen"), dir.File("cluster")});
+  if (keygen.Wait(std::chrono::seconds(30)) != 0) return {};
+  std::filesystem::create_directory(dir.File("allow"));
+  std::filesystem::copy_file(dir.File("cluster.pub"), dir.File("allow/cluster.pub"));
+  return {"--curve-secret", dir.File("cluster.key"), "--curve-server",
+          dir.File("cluster.pub"), "--curve-allow", dir.File("allow")};
+}
+
 // The pipeline with acks on or off, with the default thread counts or one
-// thread per op. items/s is the sink's figure (first item to completion).
-Figures Pipeline(uint64_t n, bool acks, bool default_threads) {
+// thread per op, with CURVE (`curve`: its flags) or plain. items/s is the
+// sink's figure (first item to completion).
+Figures Pipeline(uint64_t n, bool acks, bool default_threads,
+                 const std::vector<std::string>& curve = {}) {
   const double cpu_before = ChildrenCpuSeconds();
   Chain chain;
+  chain.curve = curve;
   chain.Start(acks, default_threads ? std::vector<std::string>{}
                                     : std::vector<std::string>{"--threads", "1"});
   chain.producer = Chain::Run({BinaryPath("sluice-producer"), "--out", "@tcp://127.0.0.1:*",
                                "--count", std::to_string(n), "--peers", "1", "--acks",
-                               chain.Acks()});
+                               chain.Acks()},
+                              curve);
   chain.StartToken(chain.producer->WaitReady()["out"]);
   const nlohmann::json report = chain.Finish(n);
   Figures run;
@@ -523,14 +543,21 @@ int Main(int argc, char** argv) {
               static_cast<unsigned long long>(n), runs);
   struct Series {
     const char* name;
-    bool acks, default_threads;
+    bool acks, default_threads, curve;
     std::vector<double> rate, cpu;
   };
   std::vector<Series> series = {
-      {"acks, default threads (token 10, result 5)", true, true, {}, {}},
-      {"acks, 1 thread per op", true, false, {}, {}},
-      {"--acks off, 1 thread per op", false, false, {}, {}},
+      {"acks, default threads (token 10, result 5)", true, true, false, {}, {}},
+      {"acks, 1 thread per op", true, false, false, {}, {}},
+      {"--acks off, 1 thread per op", false, false, false, {}, {}},
+      {"acks, 1 thread per op, CURVE on every hop", true, false, true, {}, {}},
   };
+  TempDir keys;
+  const std::vector<std::string> curve = CurveFlags(keys);
+  if (curve.empty()) {
+    std::fprintf(stderr, "sluice-keygen failed\n");
+    return 70;
+  }
   std::vector<double> raw_rate, raw_cpu;
   for (int r = 0; r < runs; ++r) {
     Figures raw = RawRelayChain(n);
@@ -543,7 +570,8 @@ int Main(int argc, char** argv) {
     std::printf("  run %d: raw chain %.0f msg/s (%.2f us CPU/msg)", r + 1,
                 raw.items_per_s, raw.cpu_us_per_item);
     for (Series& s : series) {
-      Figures f = Pipeline(n, s.acks, s.default_threads);
+      Figures f = Pipeline(n, s.acks, s.default_threads,
+                           s.curve ? curve : std::vector<std::string>{});
       if (!f.ok) {
         std::fprintf(stderr, "\nrun %d: the pipeline (%s) did not complete exactly\n",
                      r + 1, s.name);
@@ -562,7 +590,11 @@ int Main(int argc, char** argv) {
   for (const Series& s : series) {
     std::printf("  %-44s: %10.0f items/s  ratio %.2f  %.2f us CPU/item\n", s.name,
                 Median(s.rate), Median(s.rate) / raw_m, Median(s.cpu));
-  }
+  }  std::printf("CURVE (every hop encrypted, allow-list on): %.2f of the plain rate, "
+              "+%.2f us CPU per item (1 thread per op, acks on)\n",
+              Median(series[3].rate) / Median(series[1].rate),
+              Median(series[3].cpu) - Median(series[1].cpu));
+
   double async_rate = 0;
   if (Flag(argc, argv, "--async", "on") != "off") {
     // Goal (issue 10): one worker, one loop thread, 10 ms calls: >= 50,000
@@ -662,18 +694,20 @@ int Main(int argc, char** argv) {
              "acks_1thread_per_s\tacks_off_1thread_per_s\tratio_acks_default\t"
              "ratio_acks_1thread\tcpu_us_acks_default\tcpu_us_acks_1thread\t"
              "latency_p50_raw_us\tlatency_p50_pipeline_us\tasync_token_per_s\t"
-             "http_worker_per_s\n";
+             "http_worker_per_s\tcurve_1thread_per_s\n";
     }
     char date[32];
     std::time_t now = std::time(nullptr);
     std::strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
     out << date << '\t' << Commit() << '\t' << n << '\t' << static_cast<uint64_t>(raw_m);
-    for (const Series& s : series) out << '\t' << static_cast<uint64_t>(Median(s.rate));
+    for (size_t i = 0; i < 3; ++i) {  // The columns of the first three series.
+      out << '\t' << static_cast<uint64_t>(Median(series[i].rate));
+    }
     char tail[192];
-    std::snprintf(tail, sizeof(tail), "\t%.3f\t%.3f\t%.3f\t%.3f\t%.0f\t%.0f\t%.0f\t%.0f\n",
+    std::snprintf(tail, sizeof(tail), "\t%.3f\t%.3f\t%.3f\t%.3f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\n",
                   Median(series[0].rate) / raw_m, Median(series[1].rate) / raw_m,
                   Median(series[0].cpu), Median(series[1].cpu), raw_latency,
-                  pipeline_latency, async_rate, http_rate);
+                  pipeline_latency, async_rate, http_rate, Median(series[3].rate));
     out << tail;
     std::printf("appended to %s\n", history.c_str());
   }
