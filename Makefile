@@ -78,7 +78,7 @@ build: deps
 # Only the three executables (what deploy/Dockerfile builds).
 binaries: deps-build
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) >/dev/null
-	@cmake --build $(BUILD) -j $(JOBS) --target sluice-producer sluice-stage sluice-sink
+	@cmake --build $(BUILD) -j $(JOBS) --target sluice-producer sluice-stage sluice-sink sluice-keygen
 
 # The envelope fuzzer, built by clang with libFuzzer, ASan and UBSan.
 fuzz-build: deps

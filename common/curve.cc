@@ -30,8 +30,9 @@ void AddCurveFlags(po::options_description& options) {
        "CURVE: the public key file (.pub) of the bound peers this process "
        "connects to")
       ("curve-allow", po::value<std::string>(),
-       "CURVE: a folder of client .pub files; bound sockets accept only "
-       "those clients (default: any CURVE client)");
+       "CURVE: a folder of client .pub files, or a file of keys one per "
+       "line; bound sockets accept only those clients (default: any CURVE "
+       "client)");
 }
 
 StatusOr<std::string> ReadKeyFile(const std::string& path, const std::string& flag,
@@ -88,20 +89,39 @@ StatusOr<CurveConfig> ReadCurveFlags(const po::variables_map& vm) {
     config.server_public = *server;
   }
   if (vm.count("curve-allow")) {
-    const std::string dir = vm["curve-allow"].as<std::string>();
-    std::error_code ec;
-    std::filesystem::directory_iterator it(dir, ec);
-    if (ec) return InvalidArgument("--curve-allow: cannot read '" + dir + "': " + ec.message());
+    const std::string path = vm["curve-allow"].as<std::string>();
     config.allow_any = false;
-    for (const auto& entry : it) {
-      if (entry.path().extension() != ".pub") continue;
-      auto key = ReadKeyFile(entry.path().string(), "--curve-allow", false);
-      if (!key.ok()) return key.status();
-      config.allowed.insert(*key);
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(path, ec)) {
+      // One key per line (a Docker secret or config is one file).
+      std::ifstream in(path);
+      int number = 0;
+      for (std::string line; std::getline(in, line);) {
+        ++number;
+        while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+        if (line.empty() || line[0] == '#') continue;
+        uint8_t decoded[32];
+        if (line.size() != 40 || zmq_z85_decode(decoded, line.c_str()) == nullptr) {
+          return InvalidArgument("--curve-allow: line " + std::to_string(number) + " of '" +
+                                 path + "' is not a 40-character Z85 key");
+        }
+        config.allowed.insert(line);
+      }
+    } else {
+      std::filesystem::directory_iterator it(path, ec);
+      if (ec) {
+        return InvalidArgument("--curve-allow: cannot read '" + path + "': " + ec.message());
+      }
+      for (const auto& entry : it) {
+        if (entry.path().extension() != ".pub") continue;
+        auto key = ReadKeyFile(entry.path().string(), "--curve-allow", false);
+        if (!key.ok()) return key.status();
+        config.allowed.insert(*key);
+      }
     }
     if (config.allowed.empty()) {
-      return InvalidArgument("--curve-allow: no .pub file in '" + dir +
-                             "': nobody could connect");
+      return InvalidArgument("--curve-allow: no key in '" + path + "' (no .pub file in a "
+                             "folder, no key line in a file): nobody could connect");
     }
   }
   return config;

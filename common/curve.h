@@ -9,8 +9,9 @@
 //   --curve-server FILE.pub   the public key of the bound peers it connects
 //                             to (a deployment gives its binding processes
 //                             one key pair, as a cluster key)
-//   --curve-allow DIR         its bound sockets accept only clients whose
-//                             public key is in a DIR/*.pub file (ZAP)
+//   --curve-allow DIR|FILE    its bound sockets accept only clients whose
+//                             public key is in a DIR/*.pub file, or on a
+//                             line of FILE (ZAP)
 //
 // Key files hold the 40-character Z85 text of a key (a trailing newline is
 // allowed); sluice-keygen NAME writes NAME.key (mode 0600) and NAME.pub.

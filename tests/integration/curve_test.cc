@@ -102,7 +102,8 @@ TEST(Curve, BadKeyFilesExit64NamingThem) {
       {{"--curve-secret", keys.dir.File("short.key")}, "40 characters"},
       {{"--curve-secret", keys.dir.File("loose.key")}, "mode 0644"},
       {{"--curve-server", k + ".pub"}, "--curve-server needs --curve-secret"},
-      {{"--curve-secret", k + ".key", "--curve-allow", keys.dir.File("empty")}, "no .pub file"},
+      {{"--curve-secret", k + ".key", "--curve-allow", keys.dir.File("empty")}, "no key in"},
+      {{"--curve-secret", k + ".key", "--curve-allow", keys.dir.File("short.key")}, "line 1"},
   };
   for (const auto& [args, says] : cases) {
     for (const std::string binary : {"sluice-stage", "sluice-sink"}) {
@@ -127,8 +128,11 @@ TEST(Curve, EncryptedJobIsExactWhilePlainAndUnlistedClientsGetNothingIn) {
   Chain chain;
   Args stage = {"--op", "token", "--latency-ms", "1", "--threads", "10"};
   stage.insert(stage.end(), server.begin(), server.end());
-  Args sink = {"--ordered"};
-  sink.insert(sink.end(), server.begin(), server.end());
+  // The sink's allow-list is one file of keys, as a Docker secret would be.
+  const std::string allow_file = keys.dir.File("allowed.txt");
+  std::ofstream(allow_file) << "# who may connect\n"
+                            << ReadFile(cluster + ".pub") << ReadFile(producer + ".pub");
+  Args sink = {"--ordered", "--curve-secret", cluster + ".key", "--curve-allow", allow_file};
   chain.Run({stage}, {"--count", "20000", "--curve-secret", producer + ".key",
                       "--curve-server", cluster + ".pub"},
             sink);
