@@ -21,34 +21,34 @@ class CountersCollectable : public prometheus::Collectable {
     nlohmann::json counters = snapshot_();
     if (counters.contains("gauges")) {
       for (const auto& [name, value] : counters["gauges"].items()) {
-        if (!value.is_number()) continue;
-        prometheus::MetricFamily family;
-        family.name = "sluice_" + name;
-        family.help = "Sluice gauge " + name + " (see README, Operating Sluice)";
-        family.type = prometheus::MetricType::Gauge;
-        prometheus::ClientMetric metric;
-        metric.label.push_back({"binary", program_});
-        metric.gauge.value = value.get<double>();
-        family.metric.push_back(std::move(metric));
-        families.push_back(std::move(family));
+        Add(families, name, value, prometheus::MetricType::Gauge);
       }
     }
     for (const auto& [name, value] : counters.items()) {
-      if (!value.is_number()) continue;
-      prometheus::MetricFamily family;
-      family.name = "sluice_" + name + "_total";
-      family.help = "Sluice counter " + name + " (see README, Counters)";
-      family.type = prometheus::MetricType::Counter;
-      prometheus::ClientMetric metric;
-      metric.label.push_back({"binary", program_});
-      metric.counter.value = value.get<double>();
-      family.metric.push_back(std::move(metric));
-      families.push_back(std::move(family));
+      Add(families, name, value, prometheus::MetricType::Counter);
     }
     return families;
   }
 
  private:
+  // One family of one sample: a gauge "sluice_<name>", or a counter
+  // "sluice_<name>_total". Skips what is not a number.
+  void Add(std::vector<prometheus::MetricFamily>& families, const std::string& name,
+           const nlohmann::json& value, prometheus::MetricType type) const {
+    if (!value.is_number()) return;
+    const bool gauge = type == prometheus::MetricType::Gauge;
+    prometheus::MetricFamily family;
+    family.name = "sluice_" + name + (gauge ? "" : "_total");
+    family.help = std::string("Sluice ") + (gauge ? "gauge " : "counter ") + name +
+                  " (see README, Operating Sluice)";
+    family.type = type;
+    prometheus::ClientMetric metric;
+    metric.label.push_back({"binary", program_});
+    (gauge ? metric.gauge.value : metric.counter.value) = value.get<double>();
+    family.metric.push_back(std::move(metric));
+    families.push_back(std::move(family));
+  }
+
   const std::string program_;
   const MetricsServer::Snapshot snapshot_;
 };
