@@ -76,6 +76,7 @@ StatusOr<OpenedSocket> OpenSocket(zmq::context_t& context,
     opened.socket = zmq::socket_t(context, type);
     zmq::socket_t& s = opened.socket;
     s.set(zmq::sockopt::linger, options.linger_ms);
+    const bool curve = options.curve != nullptr && options.curve->enabled();
     if (options.heartbeat_ms > 0) {
       const int timeout_ms = 5 * options.heartbeat_ms;
       s.set(zmq::sockopt::heartbeat_ivl, options.heartbeat_ms);
@@ -97,7 +98,6 @@ StatusOr<OpenedSocket> OpenSocket(zmq::context_t& context,
         s.set(zmq::sockopt::xpub_manual, 1);
         // CURVE's handshake commands pass the same limit (INITIATE is
         // about 300 bytes): allow them, subscriptions are checked anyway.
-        const bool curve = options.curve != nullptr && options.curve->enabled();
         s.set(zmq::sockopt::maxmsgsize, int64_t{curve ? 1024 : kMaxSubscriptionBytes});
       }
     } else {
@@ -105,7 +105,7 @@ StatusOr<OpenedSocket> OpenSocket(zmq::context_t& context,
       s.set(zmq::sockopt::maxmsgsize,
             static_cast<int64_t>(options.max_frame_bytes) * 2);
     }
-    if (options.curve != nullptr && options.curve->enabled()) {
+    if (curve) {
       bool binds = false, connects = false;
       for (const Endpoint& e : endpoints) {
         (e.role == Role::kBind ? binds : connects) = true;

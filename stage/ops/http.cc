@@ -119,7 +119,9 @@ StatusOr<std::vector<UrlPart>> ParseUrlTemplate(const std::string& url) {
   return parts;
 }
 
-StatusOr<HttpConfig> ReadConfig(const po::variables_map& vm) {
+// The op's flags for an instance whose calls carry `batch` items (the
+// stage's --batch for this op; 1 when checked before any instance exists).
+StatusOr<HttpConfig> ReadConfig(const po::variables_map& vm, size_t batch) {
   HttpConfig c;
   if (!vm.count("url")) {
     return InvalidArgument(
@@ -161,18 +163,9 @@ StatusOr<HttpConfig> ReadConfig(const po::variables_map& vm) {
     return InvalidArgument("--http-connections: must be in [0, 100000] (0: one per slot)");
   }
   c.connections = static_cast<long>(connections);
-  // --batch (a stage flag, "N" or one value per op): a call's payloads are
-  // its body, so the URL cannot name one.
-  bool batched = false;
-  if (vm.count("batch")) {
-    std::string list = vm["batch"].as<std::string>();
-    for (size_t at = 0; at <= list.size();) {
-      size_t comma = std::min(list.find(',', at), list.size());
-      batched = batched || std::atoll(list.substr(at, comma - at).c_str()) > 1;
-      at = comma + 1;
-    }
-  }
-  if (batched) {
+  // A batch's payloads are its body: the URL cannot name one, and it is
+  // POSTed.
+  if (batch > 1) {
     for (const UrlPart& part : c.url) {
       if (part.kind == UrlPart::kPayload || part.kind == UrlPart::kSeq) {
         return InvalidArgument(
@@ -183,6 +176,7 @@ StatusOr<HttpConfig> ReadConfig(const po::variables_map& vm) {
     if (!vm["method"].defaulted() && !c.post) {
       return InvalidArgument("--method: a batch is POSTed; GET cannot carry it");
     }
+    c.post = true;
   }
   return c;
 }
@@ -228,7 +222,6 @@ class HttpOp : public AsyncOp {
         hedged_(context.metrics->Counter("http_hedged")),
         rate_waits_(context.metrics->Counter("http_rate_waits")) {
     if (context.batch > 1) {
-      config_.post = true;  // A batch is a JSON array in the body.
       gather_.emplace(context, [this](std::vector<Gather::Entry> batch) {
         LaunchBatch(std::move(batch));
       });
@@ -747,7 +740,7 @@ class HttpOp : public AsyncOp {
     CURLcode result;
   };
 
-  HttpConfig config_;
+  const HttpConfig config_;
   asio::io_context& io_;
   CURLM* multi_ = nullptr;
   curl_slist* headers_ = nullptr;
@@ -789,7 +782,7 @@ void RegisterHttpOp() {
       .make_async = [](const OpContext& context) -> StatusOr<std::unique_ptr<AsyncOp>> {
         static std::once_flag once;
         std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-        auto config = ReadConfig(*context.flags);
+        auto config = ReadConfig(*context.flags, context.batch);
         if (!config.ok()) return config.status();
         auto op = std::make_unique<HttpOp>(std::move(*config), context);
         Status s = op->Init();
@@ -817,7 +810,7 @@ void RegisterHttpOp() {
             ("http-max-bytes", po::value<int64_t>()->default_value(64 << 20),
              "largest answer accepted; a larger one fails the item (too_large)");
       },
-      .check = [](const po::variables_map& vm) { return ReadConfig(vm).status(); },
+      .check = [](const po::variables_map& vm) { return ReadConfig(vm, 1).status(); },
       .default_concurrency = 64,
       .batches = true,
   });
