@@ -197,14 +197,21 @@ nlohmann::json Process::LastCounters() {
   return nlohmann::json::parse(text.substr(start, end - start), nullptr, false);
 }
 
-long Process::RssKib() const {
-  std::ifstream status("/proc/" + std::to_string(pid_) + "/status");
+namespace {
+// A "Name:   123 kB" field of /proc/PID/status, 0 if the process is gone.
+long StatusKib(pid_t pid, const std::string& field) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
   std::string line;
   while (std::getline(status, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+    if (line.rfind(field, 0) == 0) return std::stol(line.substr(field.size()));
   }
   return 0;
 }
+}  // namespace
+
+long Process::RssKib() const { return StatusKib(pid_, "VmRSS:"); }
+
+long Process::AnonKib() const { return StatusKib(pid_, "RssAnon:"); }
 
 std::string ReadFile(const std::string& path) {
   std::ifstream file(path);

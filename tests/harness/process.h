@@ -71,6 +71,9 @@ class Process {
   nlohmann::json LastCounters();
   // Resident set size in KiB from /proc, 0 if gone.
   long RssKib() const;
+  // Its anonymous part (heap, stacks, buffers): what grows with the data a
+  // process holds, without the shared libraries' pages it has touched.
+  long AnonKib() const;
 
  private:
   void ReadLoop(int fd, std::string* sink);

@@ -582,8 +582,8 @@ TEST(Pipeline, SlowSinkMakesProducerAndStagesBlockRatherThanGrow) {
   // Sample memory every 50 ms until the sink is done (this wait is the
   // sampling period, not a synchronisation).
   while (!sink->Wait(std::chrono::milliseconds(50))) {
-    peak_producer = std::max(peak_producer, producer->RssKib());
-    peak_stage = std::max(peak_stage, stage->RssKib());
+    peak_producer = std::max(peak_producer, producer->AnonKib());
+    peak_stage = std::max(peak_stage, stage->AnonKib());
     ++samples;
   }
   EXPECT_EQ(sink->Wait(std::chrono::seconds(0)), 0) << sink->err();
@@ -592,9 +592,12 @@ TEST(Pipeline, SlowSinkMakesProducerAndStagesBlockRatherThanGrow) {
   EXPECT_EQ(stage->Wait(std::chrono::seconds(30)), 0);
   EXPECT_GT(samples, 10);  // The sink really was the bottleneck (~2 s).
   ExpectCompleteExactly(ReadReport(dir.File("report.json")), kItems);
-  // The whole stream is 24 MiB; each process holds at most a few MiB of it.
-  EXPECT_LT(peak_producer, 16 * 1024) << "producer grew to " << peak_producer << " KiB";
-  EXPECT_LT(peak_stage, 16 * 1024) << "stage grew to " << peak_stage << " KiB";
+  // The whole stream is 24 MiB; each process holds at most a few MiB of it
+  // (about 3 measured). Anonymous memory, since what a process maps of its
+  // shared libraries (libcurl's TLS stack for the stage) says nothing of
+  // the items it holds.
+  EXPECT_LT(peak_producer, 8 * 1024) << "producer holds " << peak_producer << " KiB";
+  EXPECT_LT(peak_stage, 8 * 1024) << "stage holds " << peak_stage << " KiB";
 }
 
 }  // namespace
