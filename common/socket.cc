@@ -5,6 +5,9 @@
 #include <cerrno>
 #include <cstring>
 
+#include <poll.h>
+#include <unistd.h>
+
 #include "common/log.h"
 
 namespace sluice {
@@ -117,17 +120,16 @@ StatusOr<OpenedSocket> OpenSocket(zmq::context_t& context,
       }
       if (Status c = ApplyCurve(s, *options.curve, binds); !c.ok()) return c;
     }
-    if (options.monitor_peers) {
-      static std::atomic<int> next_id{0};
-      std::string address =
-          "inproc://sluice-monitor-" + std::to_string(next_id++);
-      if (zmq_socket_monitor(s.handle(), address.c_str(),
-                             ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
-                                 ZMQ_EVENT_DISCONNECTED) != 0) {
-        throw zmq::error_t();
-      }
-      opened.monitor = zmq::socket_t(context, zmq::socket_type::pair);
-      opened.monitor.connect(address);
+    if (options.watch != nullptr) {
+      bool server = false;
+      for (const Endpoint& e : endpoints) server = server || e.role == Role::kBind;
+      StatusOr<int> id = options.watch->Watch(
+          s, {.name = options.name,
+              .curve = curve,
+              .server = server,
+              .public_key = curve ? options.curve->public_key : std::string()});
+      if (!id.ok()) return id.status();
+      opened.watch_id = *id;
     }
   } catch (const zmq::error_t& e) {
     return FromZmqError(e, "socket setup");
@@ -212,53 +214,36 @@ StatusOr<WaitOutcome> SendFrame(
 }
 
 StatusOr<WaitOutcome> WaitForPeers(
-    OpenedSocket& opened, int peers, int stop_fd,
+    OpenedSocket& opened, HandshakeWatch& watch, int peers, int stop_fd,
     std::optional<std::chrono::milliseconds> timeout) {
-  // On every way out the monitor stops and its socket closes: a monitor
-  // left open keeps zmq_ctx_term waiting forever.
-  struct StopMonitor {
-    OpenedSocket& opened;
-    ~StopMonitor() {
-      zmq_socket_monitor(opened.socket.handle(), nullptr, 0);
-      if (opened.monitor) opened.monitor.close();
-    }
-  } stop_monitor{opened};
-  int connected = 0;
   auto next_log = std::chrono::steady_clock::now();
   std::optional<std::chrono::steady_clock::time_point> give_up;
   if (timeout) give_up = next_log + *timeout;
-  try {
-    while (connected < peers) {
-      if (give_up && std::chrono::steady_clock::now() >= *give_up) {
-        return WaitOutcome::kTimedOut;
-      }
-      if (std::chrono::steady_clock::now() >= next_log) {
-        spdlog::info("waiting for {} peers to connect, {} so far", peers,
-                     connected);
-        next_log += std::chrono::seconds(5);
-      }
-      StatusOr<WaitOutcome> waited = Wait(
-          opened.monitor, ZMQ_POLLIN, stop_fd,
-          give_up ? std::min(next_log, *give_up) : next_log);
-      if (!waited.ok()) return waited;
-      if (*waited == WaitOutcome::kStopped) return WaitOutcome::kStopped;
-      if (*waited == WaitOutcome::kTimedOut) continue;
-      // An event is two frames: 16-bit id + 32-bit value, then the address.
-      zmq::message_t event;
-      zmq::message_t address;
-      if (!opened.monitor.recv(event, zmq::recv_flags::dontwait)) continue;
-      if (event.more()) {
-        (void)opened.monitor.recv(address, zmq::recv_flags::none);
-      }
-      if (event.size() < sizeof(uint16_t)) continue;
-      uint16_t id;
-      std::memcpy(&id, event.data(), sizeof(id));
-      if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) ++connected;
-      if (id == ZMQ_EVENT_DISCONNECTED && connected > 0) --connected;
+  int connected = 0;
+  while ((connected = watch.Peers(opened.watch_id)) < peers) {
+    const auto now = std::chrono::steady_clock::now();
+    if (give_up && now >= *give_up) return WaitOutcome::kTimedOut;
+    if (now >= next_log) {
+      spdlog::info("waiting for {} peers to connect, {} so far", peers, connected);
+      next_log += std::chrono::seconds(5);
     }
+    const auto until = give_up ? std::min(next_log, *give_up) : next_log;
+    pollfd fds[2] = {{watch.changed_fd(), POLLIN, 0}, {stop_fd, POLLIN, 0}};
+    const int n = poll(fds, stop_fd >= 0 ? 2 : 1, PollTimeoutMs(until));
+    if (n < 0 && errno != EINTR) return Internal(std::string("poll: ") + std::strerror(errno));
+    if (stop_fd >= 0 && (fds[1].revents & POLLIN)) return WaitOutcome::kStopped;
+    if (fds[0].revents & POLLIN) {
+      uint64_t changes;
+      (void)!read(watch.changed_fd(), &changes, sizeof(changes));
+    }
+  }
+  try {
+    // The pipes of those peers wait in the socket's command queue; take
+    // them in now, so that the first frame already goes round all of them.
+    (void)opened.socket.get(zmq::sockopt::events);
   } catch (const zmq::error_t& e) {
     if (e.num() == ETERM) return WaitOutcome::kStopped;
-    return FromZmqError(e, "peer monitor");
+    return FromZmqError(e, "socket events");
   }
   spdlog::info("{} peers connected", connected);
   return WaitOutcome::kReady;

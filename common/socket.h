@@ -35,6 +35,7 @@
 #include "common/curve.h"
 #include "common/endpoint.h"
 #include "common/envelope_codec.h"
+#include "common/handshake_watch.h"
 #include "common/status.h"
 
 namespace sluice {
@@ -50,9 +51,11 @@ struct SocketOptions {
   // ZMTP PING every heartbeat_ms; no traffic from the peer for 5 x that
   // drops the connection (and the peer is told the same TTL). 0: off.
   int heartbeat_ms = 1000;
-  // Watch connections (for WaitForPeers); set up before any bind/connect so
-  // that no early peer is missed.
-  bool monitor_peers = false;
+  // Watch the socket's handshakes (log failures, tally peers for
+  // WaitForPeers); set up before any bind/connect so that no early peer is
+  // missed. `name` names the socket in log lines ("out", "acks").
+  HandshakeWatch* watch = nullptr;
+  std::string name;
   // CURVE (common/curve.h): a socket that binds is a server, one that
   // connects a client; null or disabled: plain.
   std::shared_ptr<const CurveConfig> curve;
@@ -63,8 +66,8 @@ struct OpenedSocket {
   // The actual address of each bound endpoint (ephemeral ports resolved),
   // e.g. "tcp://127.0.0.1:41523", in the order given.
   std::vector<std::string> bound;
-  // With SocketOptions::monitor_peers: receives the socket's events.
-  zmq::socket_t monitor;
+  // Its id in SocketOptions::watch, -1 if unwatched.
+  int watch_id = -1;
 };
 
 // Creates a socket of `type` (push/pub/xpub send, pull/sub receive; a sub
@@ -86,13 +89,16 @@ std::string DescribeAddresses(const std::vector<Endpoint>& endpoints,
 enum class WaitOutcome { kReady, kStopped, kTimedOut };
 
 // Blocks until at least `peers` peers have completed the ZeroMQ handshake
-// with `opened` (opened with monitor_peers), logging progress every few
-// seconds, or until `stop_fd` is readable (kStopped). Stops the monitor
-// before returning. This is the cure for PUSH's "slow joiner": the first
-// peer to connect would otherwise get everything already queued.
+// with `opened` (opened with `watch`), logging progress every few seconds,
+// or until `stop_fd` is readable (kStopped). This is the cure for PUSH's
+// "slow joiner": the first peer to connect would otherwise get everything
+// already queued. On kReady every one of those peers takes part in the
+// socket's round-robin from the first frame on: libzmq hands a new peer's
+// pipe to the socket before it reports the handshake, and the socket takes
+// it in when it next processes its commands, which this forces.
 // kTimedOut if `timeout` passes first.
 StatusOr<WaitOutcome> WaitForPeers(
-    OpenedSocket& opened, int peers, int stop_fd,
+    OpenedSocket& opened, HandshakeWatch& watch, int peers, int stop_fd,
     std::optional<std::chrono::milliseconds> timeout = std::nullopt);
 
 // Receives one frame into `frame`. Blocks until a frame arrives (kReady),

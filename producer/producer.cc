@@ -418,6 +418,7 @@ nlohmann::json ProducerCounters::ToJson() const {
   out["resumed"] = resumed.value();
   out["too_large"] = too_large.value();
   out["curve_refused"] = curve_refused.value();
+  out["handshake_failed"] = handshake_failed.value();
   out["duplicates_reported"] = duplicates_reported.value();
   out["gauges"] = {{"flow_limit", flow_limit.value()},
                    {"stage_wait_us", stage_wait_us.value()},
@@ -487,8 +488,11 @@ Status RunProducer(const ProducerOptions& options, StopSignal& stop,
   zmq::context_t context(1);
   auto zap = ZapHandler::Start(context, options.flags.socket.curve, counters.curve_refused);
   if (!zap.ok()) return zap.status();
+  auto watch = HandshakeWatch::Start(context, counters.handshake_failed);
+  if (!watch.ok()) return watch.status();
   SocketOptions socket_options = options.flags.socket;
-  socket_options.monitor_peers = options.wait_peers > 0;
+  socket_options.watch = watch->get();
+  socket_options.name = "out";
   StatusOr<OpenedSocket> opened = OpenSocket(
       context, zmq::socket_type::push, options.out, socket_options);
   if (!opened.ok()) return opened.status();
@@ -509,7 +513,8 @@ Status RunProducer(const ProducerOptions& options, StopSignal& stop,
   std::vector<std::pair<uint64_t, uint64_t>> held;  // The sink has these.
   if (!options.acks.empty()) {
     SocketOptions ack_options = options.flags.socket;
-    ack_options.monitor_peers = true;
+    ack_options.watch = watch->get();
+    ack_options.name = "acks";
     // A SUB socket only ever queues subscriptions; never wait on those.
     ack_options.linger_ms = 0;
     StatusOr<OpenedSocket> sub = OpenSocket(context, zmq::socket_type::sub,
@@ -523,7 +528,7 @@ Status RunProducer(const ProducerOptions& options, StopSignal& stop,
     spdlog::info("stream {}: waiting for the sink's acks on {}", options.stream,
                  DescribeAddresses(options.acks, *sub));
     StatusOr<WaitOutcome> waited =
-        WaitForPeers(*sub, 1, stop.fd(), options.give_up);
+        WaitForPeers(*sub, **watch, 1, stop.fd(), options.give_up);
     if (!waited.ok()) return waited.status();
     if (*waited == WaitOutcome::kStopped) {
       abandon(nullptr);
@@ -531,10 +536,14 @@ Status RunProducer(const ProducerOptions& options, StopSignal& stop,
     }
     if (*waited == WaitOutcome::kTimedOut) {
       abandon(nullptr);
-      return Unavailable("the sink's ack socket at " +
-                         DescribeAddresses(options.acks, *sub) +
-                         " did not answer within --give-up; is the sink "
-                         "running (or should this run use --acks off)?");
+      const uint64_t failed = counters.handshake_failed.value();
+      return Unavailable(
+          "the sink's ack socket at " + DescribeAddresses(options.acks, *sub) +
+          (failed > 0 ? " refused every handshake (" + std::to_string(failed) +
+                            " of them; the handshake.refused line says why) "
+                      : " did not answer ") +
+          "within --give-up; is the sink running (or should this run use "
+          "--acks off)?");
     }
     acks_socket = std::move(sub->socket);
     StatusOr<HelloOutcome> hello = SayHello(*acks_socket, stop, options, counters);
@@ -555,7 +564,7 @@ Status RunProducer(const ProducerOptions& options, StopSignal& stop,
   }
   if (options.wait_peers > 0) {
     StatusOr<WaitOutcome> waited =
-        WaitForPeers(*opened, options.wait_peers, stop.fd());
+        WaitForPeers(*opened, **watch, options.wait_peers, stop.fd());
     if (!waited.ok()) return waited.status();
     if (*waited == WaitOutcome::kStopped) {
       // Nobody came: nothing was sent, and nothing is left to flush.
@@ -605,6 +614,7 @@ Status RunProducer(const ProducerOptions& options, StopSignal& stop,
 
   if (!send_status.ok()) abandon(nullptr);  // Unacknowledged anyway.
   opened->socket.close();
+  watch->reset();
   zap->reset();
   bool flushed = TerminateContext(context, options.flags.socket.linger_ms);
   if (!send_status.ok()) return send_status;

@@ -86,6 +86,7 @@ struct ProducerCounters {
   Counter stage_wait_us;
   Counter window_items;  // Gauge: entries sent and not yet acknowledged.
   Counter curve_refused;  // CURVE clients refused (not in --curve-allow).
+  Counter handshake_failed;  // Handshakes that failed (see the log for why).
   RejectCounters ack_rejected;
   SendCounters send;
   nlohmann::json ToJson() const;

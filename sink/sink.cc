@@ -820,6 +820,7 @@ nlohmann::json SinkCounters::ToJson() const {
   out["too_many_streams"] = too_many_streams.value();
   out["written"] = written.value();
   out["curve_refused"] = curve_refused.value();
+  out["handshake_failed"] = handshake_failed.value();
   out["acks_sent"] = acks.acks_sent.value();
   out["hellos"] = acks.hellos.value();
   out["hellos_rejected"] = acks.hellos_rejected.value();
@@ -852,14 +853,20 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
   zmq::context_t context(1);
   auto zap = ZapHandler::Start(context, options.flags.socket.curve, counters.curve_refused);
   if (!zap.ok()) return zap.status();
+  auto watch = HandshakeWatch::Start(context, counters.handshake_failed);
+  if (!watch.ok()) return watch.status();
+  SocketOptions socket_options = options.flags.socket;
+  socket_options.watch = watch->get();
+  socket_options.name = "in";
   StatusOr<OpenedSocket> in = OpenSocket(context, zmq::socket_type::pull,
-                                         options.in, options.flags.socket);
+                                         options.in, socket_options);
   if (!in.ok()) return in.status();
   std::optional<zmq::socket_t> ack_socket;
   std::string ack_addresses;
   if (!options.acks.empty()) {
+    socket_options.name = "acks";
     StatusOr<OpenedSocket> pub = OpenSocket(context, zmq::socket_type::xpub,
-                                            options.acks, options.flags.socket);
+                                            options.acks, socket_options);
     if (!pub.ok()) return pub.status();
     ack_addresses = DescribeAddresses(options.acks, *pub);
     ack_socket = std::move(pub->socket);
@@ -994,6 +1001,7 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
       progress_out << "\r" << accounting.ProgressLine(started) << "\n" << std::flush;
     }
   }
+  watch->reset();
   zap->reset();
   TerminateContext(context, options.flags.socket.linger_ms);
 

@@ -89,6 +89,7 @@ struct SinkCounters {
   Counter written;            // Lines written to --output.
   Counter reorder_items;      // Gauge: items held back for --ordered.
   Counter curve_refused;      // CURVE clients refused (not in --curve-allow).
+  Counter handshake_failed;  // Handshakes that failed (see the log for why).
   AckCounters acks;           // Ack frames, hellos, subscriptions.
   nlohmann::json ToJson() const;
 };

@@ -31,6 +31,7 @@ nlohmann::json StageCounters::ToJson(const StageOptions& options) const {
     ops[i].AppendNamed(out, "_" + suffix);
   }
   out["curve_refused"] = curve_refused.value();
+  out["handshake_failed"] = handshake_failed.value();
   out["gauges"] = {{"held_items", held_items.value()}};
   return out;
 }
@@ -319,11 +320,17 @@ Status RunStage(const StageOptions& options, StopSignal& stop,
   zmq::context_t context(1);
   auto zap = ZapHandler::Start(context, options.flags.socket.curve, counters.curve_refused);
   if (!zap.ok()) return zap.status();
+  auto watch = HandshakeWatch::Start(context, counters.handshake_failed);
+  if (!watch.ok()) return watch.status();
+  SocketOptions socket_options = options.flags.socket;
+  socket_options.watch = watch->get();
+  socket_options.name = "in";
   StatusOr<OpenedSocket> in = OpenSocket(context, zmq::socket_type::pull,
-                                         options.in, options.flags.socket);
+                                         options.in, socket_options);
   if (!in.ok()) return in.status();
+  socket_options.name = "out";
   StatusOr<OpenedSocket> out = OpenSocket(context, zmq::socket_type::push,
-                                          options.out, options.flags.socket);
+                                          options.out, socket_options);
   if (!out.ok()) return out.status();
 
   StageIo io(options, stop, counters, runners, outbox, in->socket, out->socket);
@@ -349,6 +356,7 @@ Status RunStage(const StageOptions& options, StopSignal& stop,
   stop_runners();
   in->socket.close();
   out->socket.close();
+  watch->reset();
   zap->reset();
   bool flushed = TerminateContext(context, options.flags.socket.linger_ms);
   if (!status.ok()) return status;

@@ -62,6 +62,7 @@ struct StageCounters {
   // is the bottleneck, or what follows it is (see tx_blocked_us).
   Counter held_items;
   Counter curve_refused;  // CURVE clients refused (not in --curve-allow).
+  Counter handshake_failed;  // Handshakes that failed (see the log for why).
   nlohmann::json ToJson(const StageOptions& options) const;
 };
 

@@ -1,9 +1,12 @@
 #include "common/socket.h"
 
+#include <memory>
 #include <thread>
 
 #include <gtest/gtest.h>
 
+#include "common/curve.h"
+#include "common/handshake_watch.h"
 #include "common/stop_signal.h"
 
 namespace sluice {
@@ -84,33 +87,130 @@ TEST(Socket, EveryConnectionIsPingedAndASilentPeerDroppedAfterFiveIntervals) {
   EXPECT_EQ(off->socket.get(zmq::sockopt::heartbeat_ivl), 0);
 }
 
-TEST(Socket, WaitForPeersReturnsOnceThatManyHaveConnected) {
-  zmq::context_t context(1);
-  SocketOptions options;
-  options.monitor_peers = true;
-  auto push = OpenSocket(context, zmq::socket_type::push,
-                         {{Role::kBind, "tcp://127.0.0.1:*"}}, options);
-  ASSERT_TRUE(push.ok());
-  std::vector<zmq::socket_t> peers;
-  for (int i = 0; i < 2; ++i) {
-    peers.emplace_back(context, zmq::socket_type::pull);
-    peers.back().connect(push->bound[0]);
+// --peers: once WaitForPeers says N peers are there, the first N frames go
+// one to each of them (the even start), however fast they are sent.
+TEST(Socket, WaitForPeersReturnsOnceThatManyHaveConnectedAndEachGetsAFrame) {
+  constexpr int kPeers = 8;
+  for (int round = 0; round < 20; ++round) {
+    zmq::context_t context(1);
+    Counter failed;
+    auto watch = HandshakeWatch::Start(context, failed);
+    ASSERT_TRUE(watch.ok());
+    SocketOptions options;
+    options.watch = watch->get();
+    auto push = OpenSocket(context, zmq::socket_type::push,
+                           {{Role::kBind, "tcp://127.0.0.1:*"}}, options);
+    ASSERT_TRUE(push.ok());
+    std::vector<zmq::socket_t> peers;
+    for (int i = 0; i < kPeers; ++i) {
+      peers.emplace_back(context, zmq::socket_type::pull);
+      peers.back().set(zmq::sockopt::linger, 0);
+      peers.back().connect(push->bound[0]);
+    }
+    auto waited = WaitForPeers(*push, **watch, kPeers, -1, std::chrono::seconds(20));
+    ASSERT_TRUE(waited.ok());
+    ASSERT_EQ(*waited, WaitOutcome::kReady);
+    for (int i = 0; i < kPeers; ++i) {
+      ASSERT_TRUE(push->socket.send(zmq::str_buffer("x"), zmq::send_flags::dontwait));
+    }
+    for (int i = 0; i < kPeers; ++i) {
+      peers[i].set(zmq::sockopt::rcvtimeo, 10000);
+      zmq::message_t got;
+      EXPECT_TRUE(peers[i].recv(got)) << "peer " << i << " got no frame, round " << round;
+    }
+    push->socket.set(zmq::sockopt::linger, 0);
+    EXPECT_EQ(failed.value(), 0u);
   }
-  auto waited = WaitForPeers(*push, 2, -1, std::chrono::seconds(20));
-  ASSERT_TRUE(waited.ok());
-  EXPECT_EQ(*waited, WaitOutcome::kReady);
 }
 
 TEST(Socket, WaitForPeersTimesOutWhenNobodyComes) {
   zmq::context_t context(1);
+  Counter failed;
+  auto watch = HandshakeWatch::Start(context, failed);
+  ASSERT_TRUE(watch.ok());
   SocketOptions options;
-  options.monitor_peers = true;
+  options.watch = watch->get();
   auto push = OpenSocket(context, zmq::socket_type::push,
                          {{Role::kBind, "tcp://127.0.0.1:*"}}, options);
   ASSERT_TRUE(push.ok());
-  auto waited = WaitForPeers(*push, 1, -1, std::chrono::milliseconds(100));
+  auto waited = WaitForPeers(*push, **watch, 1, -1, std::chrono::milliseconds(100));
   ASSERT_TRUE(waited.ok());
   EXPECT_EQ(*waited, WaitOutcome::kTimedOut);
+}
+
+// A peer whose handshake fails is counted and is not a peer: a plain
+// client knocking on a CURVE socket neither completes --peers nor lowers
+// the tally of the good ones when it is turned away.
+TEST(Socket, FailedHandshakesAreCountedOnBothSidesAndAreNotPeers) {
+  char public_key[41], secret_key[41];
+  ASSERT_EQ(zmq_curve_keypair(public_key, secret_key), 0);
+  auto curve = std::make_shared<CurveConfig>();
+  curve->secret = secret_key;
+  curve->public_key = public_key;
+  curve->server_public = public_key;
+  zmq::context_t server_context(1), client_context(1);
+  Counter server_failed, client_failed, refused;
+  auto zap = ZapHandler::Start(server_context, curve, refused);
+  ASSERT_TRUE(zap.ok());
+  auto server_watch = HandshakeWatch::Start(server_context, server_failed);
+  auto client_watch = HandshakeWatch::Start(client_context, client_failed);
+  ASSERT_TRUE(server_watch.ok() && client_watch.ok());
+  SocketOptions server_options;
+  server_options.curve = curve;
+  server_options.watch = server_watch->get();
+  server_options.name = "out";
+  auto push = OpenSocket(server_context, zmq::socket_type::push,
+                         {{Role::kBind, "tcp://127.0.0.1:*"}}, server_options);
+  ASSERT_TRUE(push.ok());
+  // A plain client: refused (it may retry, or give up for good when it
+  // sees the mismatch itself, which libzmq treats as a protocol error).
+  SocketOptions plain_options;
+  plain_options.watch = client_watch->get();
+  plain_options.name = "in";
+  auto plain = OpenSocket(client_context, zmq::socket_type::pull,
+                          {{Role::kConnect, push->bound[0]}}, plain_options);
+  ASSERT_TRUE(plain.ok());
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while ((server_failed.value() < 1 || client_failed.value() < 1) &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // Polling a counter.
+  }
+  EXPECT_GE(server_failed.value(), 1u);
+  EXPECT_GE(client_failed.value(), 1u);
+  EXPECT_EQ(refused.value(), 0u);  // Turned away before any key was shown.
+  EXPECT_EQ((*server_watch)->Peers(push->watch_id), 0);
+  EXPECT_EQ((*client_watch)->Peers(plain->watch_id), 0);
+  // A CURVE client is a peer; plain ones refused after it do not lower
+  // the tally.
+  SocketOptions good_options;
+  good_options.curve = curve;
+  auto good = OpenSocket(client_context, zmq::socket_type::pull,
+                         {{Role::kConnect, push->bound[0]}}, good_options);
+  ASSERT_TRUE(good.ok());
+  auto waited = WaitForPeers(*push, **server_watch, 1, -1, std::chrono::seconds(20));
+  ASSERT_TRUE(waited.ok());
+  EXPECT_EQ(*waited, WaitOutcome::kReady);
+  const uint64_t failed_before = server_failed.value();
+  std::vector<zmq::socket_t> intruders;
+  for (int i = 0; i < 3; ++i) {
+    intruders.emplace_back(client_context, zmq::socket_type::pull);
+    intruders.back().set(zmq::sockopt::linger, 0);
+    intruders.back().connect(push->bound[0]);
+  }
+  while (server_failed.value() < failed_before + 3 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // Polling a counter.
+  }
+  EXPECT_GE(server_failed.value(), failed_before + 3);
+  EXPECT_EQ((*server_watch)->Peers(push->watch_id), 1);
+  ASSERT_TRUE(push->socket.send(zmq::str_buffer("secret"), zmq::send_flags::dontwait));
+  good->socket.set(zmq::sockopt::rcvtimeo, 10000);
+  zmq::message_t got;
+  EXPECT_TRUE(good->socket.recv(got));
+  plain->socket.set(zmq::sockopt::rcvtimeo, 0);
+  EXPECT_FALSE(plain->socket.recv(got));
+  push->socket.set(zmq::sockopt::linger, 0);
+  for (auto* s : {&plain->socket, &good->socket}) s->set(zmq::sockopt::linger, 0);
 }
 
 TEST(Socket, ReceiveFrameWakesOnTheStopFd) {

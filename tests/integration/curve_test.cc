@@ -7,10 +7,12 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <zmq.h>
 
+#include "common/envelope_codec.h"
 #include "tests/integration/job.h"
 
 namespace sluice::testing {
@@ -154,6 +156,169 @@ TEST(Curve, EncryptedJobIsExactWhilePlainAndUnlistedClientsGetNothingIn) {
   EXPECT_GT(chain.stages[0]->LastCounters()["curve_refused"].get<int>(), 0);
   EXPECT_GT(chain.sink->LastCounters()["curve_refused"].get<int>(), 0);
   EXPECT_NE(chain.sink->err().find("curve.refused"), std::string::npos);
+  // The plain one never got as far as showing a key: refused by mechanism,
+  // counted and logged with the reason.
+  for (Process* p : {chain.stages[0].get(), chain.sink.get()}) {
+    EXPECT_GE(p->LastCounters()["handshake_failed"].get<int>(), 2) << p->err();
+    EXPECT_NE(p->err().find("handshake.refused: in"), std::string::npos)
+        << p->err();
+  }
+}
+
+// Whoever holds the address a producer takes its acks from could tell it
+// that everything arrived: a forger that answers the hello with "complete"
+// and acks every item. A bound XPUB in this process, plain or with a CURVE
+// key of its own (not the cluster's).
+class AckForger {
+ public:
+  AckForger(uint64_t count, const std::string& own = "")
+      : socket_(context_, zmq::socket_type::xpub) {
+    socket_.set(zmq::sockopt::linger, 0);
+    socket_.set(zmq::sockopt::xpub_verbose, 1);
+    if (!own.empty()) {
+      socket_.set(zmq::sockopt::curve_server, 1);
+      socket_.set(zmq::sockopt::curve_secretkey, Trimmed(ReadFile(own + ".key")).c_str());
+    }
+    socket_.bind("tcp://127.0.0.1:*");
+    address_ = socket_.get(zmq::sockopt::last_endpoint);
+    thread_ = std::thread([this, count] { Serve(count); });
+  }
+  ~AckForger() {
+    stop_ = true;
+    thread_.join();
+  }
+  const std::string& address() const { return address_; }
+  int hellos() const { return hellos_; }
+
+ private:
+  void Serve(uint64_t count) {
+    FrameEncoder encoder;
+    while (!stop_) {
+      zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, std::chrono::milliseconds(50));
+      zmq::message_t subscription;
+      if (!socket_.recv(subscription, zmq::recv_flags::dontwait)) continue;
+      const std::string topic = subscription.to_string().substr(1);
+      auto hello = ParseHelloTopic(topic);
+      if (!hello) continue;
+      ++hellos_;
+      AckMessage ack;
+      ack.stream = hello->first;
+      ack.hello_epoch = hello->second;
+      ack.answer = HelloAnswer::kWelcome;
+      ack.ranges = {{0, count}};
+      ack.end_of_stream = true;
+      ack.complete = true;
+      zmq::message_t frame = encoder.EncodeAck(ack);
+      socket_.send(frame, zmq::send_flags::none);
+    }
+  }
+  zmq::context_t context_{1};
+  zmq::socket_t socket_;
+  std::string address_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> hellos_{0};
+  std::thread thread_;
+};
+
+TEST(Curve, ForgedAcksFromAnotherKeyNeverReleaseAnItem) {
+  Keys keys;
+  const std::string cluster = keys.Make("cluster");
+  const std::string producer_key = keys.Make("producer");
+  const std::string forger_key = keys.Make("forger");
+  TempDir dir;
+  auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--report",
+                                    dir.File("report.json"), "--progress", "off",
+                                    "--streams", "0", "--stats-interval", "0.1",
+                                    "--curve-secret", cluster + ".key"});
+  const std::string sink_in = sink->WaitReady()["in"];
+  const Args curve = {"--curve-secret", producer_key + ".key", "--curve-server",
+                      cluster + ".pub"};
+  auto produce = [&](const std::string& acks, const Args& extra) {
+    Args args = {"--out", ">" + sink_in, "--acks", ">" + acks, "--count", "1000",
+                 "--stream", "forged", "--give-up", "3"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return Start("sluice-producer", args);
+  };
+  {
+    // Without CURVE the forgery works, which is what makes this test mean
+    // something: the producer believes the stream complete and sends nothing.
+    AckForger forger(1000);
+    TempDir plain_dir;
+    auto plain_sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--progress",
+                                            "off", "--streams", "0"});
+    auto producer = Start("sluice-producer",
+                          {"--out", ">" + plain_sink->WaitReady()["in"], "--acks",
+                           ">" + forger.address(), "--count", "1000", "--stream", "forged"});
+    EXPECT_EQ(producer->Wait(kJobTimeout), 0);
+    EXPECT_NE(producer->err().find("already complete"), std::string::npos) << producer->err();
+    EXPECT_GT(forger.hellos(), 0);
+    plain_sink->Signal(SIGTERM);
+    plain_sink->Wait(std::chrono::seconds(20));
+  }
+  // With CURVE, a forger with a key of its own, and a plain one: the
+  // producer never hears them, releases nothing and gives up with 69,
+  // saying why.
+  for (const std::string& own : {forger_key, std::string()}) {
+    AckForger forger(1000, own);
+    auto producer = produce(forger.address(), curve);
+    EXPECT_EQ(producer->Wait(kJobTimeout), 69) << producer->err();
+    EXPECT_EQ(forger.hellos(), 0);
+    EXPECT_EQ(producer->err().find("already complete"), std::string::npos) << producer->err();
+    EXPECT_NE(producer->err().find("handshake.refused: acks"), std::string::npos)
+        << producer->err();
+    EXPECT_GT(producer->LastCounters()["handshake_failed"].get<int>(), 0);
+    EXPECT_NE(producer->err().find("refused every handshake"), std::string::npos)
+        << producer->err();
+    if (!own.empty()) {
+      EXPECT_NE(producer->err().find("another key than --curve-server"), std::string::npos)
+          << producer->err();
+    }
+    EXPECT_EQ(producer->LastCounters()["acked"], 0);
+  }
+  EXPECT_EQ(sink->LastCounters()["items_new"], 0);
+  sink->Signal(SIGTERM);
+  sink->Wait(std::chrono::seconds(20));
+}
+
+// A plain peer and a CURVE peer refuse each other, and both say why: a
+// plain stage sending to a CURVE sink, then a CURVE stage sending to a
+// plain sink.
+TEST(Curve, PlainAndCurvePeersRefuseEachOtherAndBothSaySo) {
+  Keys keys;
+  const std::string cluster = keys.Make("cluster");
+  const Args server = {"--curve-secret", cluster + ".key"};
+  const Args client = {"--curve-secret", cluster + ".key", "--curve-server", cluster + ".pub"};
+  struct Case {
+    Args sink, stage;
+    std::string sink_says, stage_says;
+  };
+  const std::vector<Case> cases = {
+      // Whichever side sees the mismatch first closes the connection: the
+      // other reads only that, and says what does it.
+      {server, {}, "plain", "requires CURVE"},
+      {{}, client, "CURVE client", "plain"},
+  };
+  for (const Case& c : cases) {
+    Args sink_args = {"--in", "@tcp://127.0.0.1:*", "--progress", "off", "--streams", "0",
+                      "--stats-interval", "0.1"};
+    sink_args.insert(sink_args.end(), c.sink.begin(), c.sink.end());
+    auto sink = Start("sluice-sink", sink_args);
+    Args stage_args = {"--op", "pass", "--in", "@tcp://127.0.0.1:*", "--out",
+                       ">" + sink->WaitReady()["in"], "--stats-interval", "0.1"};
+    stage_args.insert(stage_args.end(), c.stage.begin(), c.stage.end());
+    auto stage = Start("sluice-stage", stage_args);
+    stage->WaitReady();
+    EXPECT_TRUE(WaitUntilCounterAtLeast(*sink, "handshake_failed", 1)) << sink->err();
+    EXPECT_TRUE(WaitUntilCounterAtLeast(*stage, "handshake_failed", 1)) << stage->err();
+    EXPECT_NE(sink->err().find(c.sink_says), std::string::npos) << sink->err();
+    EXPECT_NE(stage->err().find("handshake.refused: out"), std::string::npos) << stage->err();
+    EXPECT_NE(stage->err().find(c.stage_says), std::string::npos) << stage->err();
+    for (Process* p : {stage.get(), sink.get()}) {
+      p->Signal(SIGTERM);
+      EXPECT_EQ(p->Wait(std::chrono::seconds(20)), 0) << p->err();
+    }
+  }
 }
 
 }  // namespace

@@ -39,6 +39,41 @@ TEST(Pipeline, TokenThenResultJobCompletesWithThreeTokenWorkersAHubAndTwoResultW
   }
 }
 
+// An even start: workers that connect all at once, while the producer
+// waits for them (--peers), each get work from the first frame on. One
+// item per frame, as many items as workers: each worker gets exactly one.
+TEST(Pipeline, EveryWorkerTheProducerWaitsForGetsOneOfTheFirstFrames) {
+  constexpr int kWorkers = 6;
+  for (int round = 0; round < 3; ++round) {
+    TempDir dir;
+    auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--report",
+                                      dir.File("report.json"), "--progress", "off"});
+    auto sink_ready = sink->WaitReady();
+    auto producer = Start("sluice-producer",
+                          {"--out", "@tcp://127.0.0.1:*", "--count", std::to_string(kWorkers),
+                           "--batch-items", "1", "--peers", std::to_string(kWorkers),
+                           "--acks", ">" + sink_ready["acks"]});
+    std::string producer_out = producer->WaitReady()["out"];
+    // Started together, not one READY after the other.
+    std::vector<std::unique_ptr<Process>> workers;
+    for (int i = 0; i < kWorkers; ++i) {
+      workers.push_back(Start("sluice-stage", {"--op", "pass", "--in", producer_out,
+                                               "--out", sink_ready["in"]}));
+    }
+    for (auto& w : workers) w->WaitReady();
+    ASSERT_EQ(sink->Wait(kJobTimeout), 0) << sink->err();
+    ASSERT_EQ(producer->Wait(kJobTimeout), 0) << producer->err();
+    for (auto& w : workers) w->Signal(SIGTERM);
+    for (int i = 0; i < kWorkers; ++i) {
+      EXPECT_EQ(workers[i]->Wait(std::chrono::seconds(30)), 0);
+      EXPECT_EQ(workers[i]->LastCounters()["processed_0_pass"], 1)
+          << "worker " << i << " of round " << round << ": "
+          << workers[i]->LastCounters().dump();
+    }
+    ExpectCompleteExactly(ReadReport(dir.File("report.json")), kWorkers);
+  }
+}
+
 // docs/design.md, fused stages: one stage process runs the whole chain.
 TEST(Pipeline, FusedTokenResultStagesRunTheWholeJob) {
   TempDir dir;
@@ -361,12 +396,21 @@ TEST(Pipeline, ASlowNextHopShowsAsHeldItemsAndTimeBlockedOnSend) {
                                             dir.File("input.txt"), "--acks",
                                             ">" + sink_ready["acks"]});
   ASSERT_TRUE(WaitUntilCounterAtLeast(*stage, "tx_blocked_us", 10'000)) << stage->err();
-  const std::string metrics = HttpGet(address, "/metrics");
-  EXPECT_NE(metrics.find("# TYPE sluice_held_items gauge"), std::string::npos) << metrics;
+  // A gauge is a sample: the stage may just have handed everything on
+  // when one is taken. Read it until it shows items held (while the job
+  // still runs, the sink being the bottleneck, it soon does).
   const std::string held_line = "sluice_held_items{binary=\"sluice-stage\"} ";
-  const size_t at = metrics.find(held_line);
-  ASSERT_NE(at, std::string::npos) << metrics;
-  EXPECT_GT(std::strtod(metrics.c_str() + at + held_line.size(), nullptr), 0) << metrics;
+  std::string metrics;
+  double held = 0;
+  for (int sample = 0; sample < 100 && held == 0 && !producer->Wait(std::chrono::seconds(0));
+       ++sample) {
+    metrics = HttpGet(address, "/metrics");
+    EXPECT_NE(metrics.find("# TYPE sluice_held_items gauge"), std::string::npos) << metrics;
+    const size_t at = metrics.find(held_line);
+    ASSERT_NE(at, std::string::npos) << metrics;
+    held = std::strtod(metrics.c_str() + at + held_line.size(), nullptr);
+  }
+  EXPECT_GT(held, 0) << metrics;
   EXPECT_NE(metrics.find("sluice_tx_blocked_us_total{binary=\"sluice-stage\"}"),
             std::string::npos);
   EXPECT_EQ(producer->Wait(kJobTimeout), 0) << producer->err();
