@@ -1,7 +1,6 @@
 #include "common/socket.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <cstring>
 
