@@ -174,6 +174,7 @@ void HandshakeWatch::OnEvent(Watched& watched, uint16_t event, uint32_t value,
     default: {  // A failed handshake.
       ++watched.failed_open;
       failed_.Add();
+      Signal(changed_fd_);
       const std::string why = Explain(watched.info, event, value, address);
       if (why.empty()) {
         spdlog::debug("{} {}: a handshake failed: event {:#x}, value {}",

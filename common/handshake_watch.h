@@ -65,8 +65,8 @@ class HandshakeWatch {
   // Peers connected to socket `id` past the handshake, now.
   int Peers(int id) const;
 
-  // An eventfd that becomes readable whenever a tally changes (read it to
-  // clear it).
+  // An eventfd that becomes readable whenever a tally changes or a
+  // handshake fails (read it to clear it).
   int changed_fd() const { return changed_fd_; }
 
  private:

@@ -1,5 +1,8 @@
 #include "common/socket.h"
 
+#include <poll.h>
+#include <unistd.h>
+
 #include <memory>
 #include <thread>
 
@@ -170,11 +173,20 @@ TEST(Socket, FailedHandshakesAreCountedOnBothSidesAndAreNotPeers) {
   auto plain = OpenSocket(client_context, zmq::socket_type::pull,
                           {{Role::kConnect, push->bound[0]}}, plain_options);
   ASSERT_TRUE(plain.ok());
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while ((server_failed.value() < 1 || client_failed.value() < 1) &&
-         std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // Polling a counter.
-  }
+  // Waits (up to 20 s) on both watches' change signals until `done`.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  auto wait_until = [&](auto done) {
+    while (!done() && std::chrono::steady_clock::now() < deadline) {
+      pollfd fds[2] = {{(*server_watch)->changed_fd(), POLLIN, 0},
+                       {(*client_watch)->changed_fd(), POLLIN, 0}};
+      (void)poll(fds, 2, 1000);
+      uint64_t n;
+      for (const pollfd& fd : fds) {
+        if (fd.revents & POLLIN) (void)!read(fd.fd, &n, sizeof(n));
+      }
+    }
+  };
+  wait_until([&] { return server_failed.value() >= 1 && client_failed.value() >= 1; });
   EXPECT_GE(server_failed.value(), 1u);
   EXPECT_GE(client_failed.value(), 1u);
   EXPECT_EQ(refused.value(), 0u);  // Turned away before any key was shown.
@@ -197,10 +209,7 @@ TEST(Socket, FailedHandshakesAreCountedOnBothSidesAndAreNotPeers) {
     intruders.back().set(zmq::sockopt::linger, 0);
     intruders.back().connect(push->bound[0]);
   }
-  while (server_failed.value() < failed_before + 3 &&
-         std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // Polling a counter.
-  }
+  wait_until([&] { return server_failed.value() >= failed_before + 3; });
   EXPECT_GE(server_failed.value(), failed_before + 3);
   EXPECT_EQ((*server_watch)->Peers(push->watch_id), 1);
   ASSERT_TRUE(push->socket.send(zmq::str_buffer("secret"), zmq::send_flags::dontwait));
