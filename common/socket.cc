@@ -69,6 +69,33 @@ StatusOr<WaitOutcome> Wait(
 
 }  // namespace
 
+StatusOr<ContextGuards> ContextGuards::Start(zmq::context_t& context,
+                                             const SocketOptions& base,
+                                             Counter& curve_refused,
+                                             Counter& handshake_failed) {
+  ContextGuards guards;
+  guards.base_ = base;
+  auto zap = ZapHandler::Start(context, base.curve, curve_refused);
+  if (!zap.ok()) return zap.status();
+  guards.zap_ = std::move(*zap);
+  auto watch = HandshakeWatch::Start(context, handshake_failed);
+  if (!watch.ok()) return watch.status();
+  guards.watch_ = std::move(*watch);
+  return guards;
+}
+
+SocketOptions ContextGuards::For(const std::string& name) const {
+  SocketOptions options = base_;
+  options.watch = watch_.get();
+  options.name = name;
+  return options;
+}
+
+void ContextGuards::Stop() {
+  watch_.reset();
+  zap_.reset();
+}
+
 StatusOr<OpenedSocket> OpenSocket(zmq::context_t& context,
                                   zmq::socket_type type,
                                   const std::vector<Endpoint>& endpoints,

@@ -70,6 +70,27 @@ struct OpenedSocket {
   int watch_id = -1;
 };
 
+// What a process's context needs before its first socket, and drops
+// before it is terminated: the ZAP handler of CURVE's allow-list (none
+// without CURVE) and the handshake watch. Stop() it, or destroy it, before
+// TerminateContext.
+class ContextGuards {
+ public:
+  // `base`: the binary's socket options (--curve-*, --hwm, ...); refusals
+  // and failed handshakes are counted in the given counters.
+  static StatusOr<ContextGuards> Start(zmq::context_t& context, const SocketOptions& base,
+                                       Counter& curve_refused, Counter& handshake_failed);
+  // `base` watched, naming the socket `name` ("in", "out", "acks") in logs.
+  SocketOptions For(const std::string& name) const;
+  HandshakeWatch& watch() { return *watch_; }
+  void Stop();
+
+ private:
+  SocketOptions base_;
+  std::unique_ptr<ZapHandler> zap_;
+  std::unique_ptr<HandshakeWatch> watch_;
+};
+
 // Creates a socket of `type` (push/pub/xpub send, pull/sub receive; a sub
 // socket is left unsubscribed; an xpub reports every subscription and
 // applies none by itself: XPUB_MANUAL, its owner applies the ones it

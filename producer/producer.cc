@@ -486,15 +486,11 @@ Status RunProducer(const ProducerOptions& options, StopSignal& stop,
     }
   } close_input{input_fd};
   zmq::context_t context(1);
-  auto zap = ZapHandler::Start(context, options.flags.socket.curve, counters.curve_refused);
-  if (!zap.ok()) return zap.status();
-  auto watch = HandshakeWatch::Start(context, counters.handshake_failed);
-  if (!watch.ok()) return watch.status();
-  SocketOptions socket_options = options.flags.socket;
-  socket_options.watch = watch->get();
-  socket_options.name = "out";
+  auto guards = ContextGuards::Start(context, options.flags.socket, counters.curve_refused,
+                                     counters.handshake_failed);
+  if (!guards.ok()) return guards.status();
   StatusOr<OpenedSocket> opened = OpenSocket(
-      context, zmq::socket_type::push, options.out, socket_options);
+      context, zmq::socket_type::push, options.out, guards->For("out"));
   if (!opened.ok()) return opened.status();
 
   std::string addresses = DescribeAddresses(options.out, *opened);
@@ -512,9 +508,7 @@ Status RunProducer(const ProducerOptions& options, StopSignal& stop,
   std::optional<zmq::socket_t> acks_socket;
   std::vector<std::pair<uint64_t, uint64_t>> held;  // The sink has these.
   if (!options.acks.empty()) {
-    SocketOptions ack_options = options.flags.socket;
-    ack_options.watch = watch->get();
-    ack_options.name = "acks";
+    SocketOptions ack_options = guards->For("acks");
     // A SUB socket only ever queues subscriptions; never wait on those.
     ack_options.linger_ms = 0;
     StatusOr<OpenedSocket> sub = OpenSocket(context, zmq::socket_type::sub,
@@ -528,7 +522,7 @@ Status RunProducer(const ProducerOptions& options, StopSignal& stop,
     spdlog::info("stream {}: waiting for the sink's acks on {}", options.stream,
                  DescribeAddresses(options.acks, *sub));
     StatusOr<WaitOutcome> waited =
-        WaitForPeers(*sub, **watch, 1, stop.fd(), options.give_up);
+        WaitForPeers(*sub, guards->watch(), 1, stop.fd(), options.give_up);
     if (!waited.ok()) return waited.status();
     if (*waited == WaitOutcome::kStopped) {
       abandon(nullptr);
@@ -564,7 +558,7 @@ Status RunProducer(const ProducerOptions& options, StopSignal& stop,
   }
   if (options.wait_peers > 0) {
     StatusOr<WaitOutcome> waited =
-        WaitForPeers(*opened, **watch, options.wait_peers, stop.fd());
+        WaitForPeers(*opened, guards->watch(), options.wait_peers, stop.fd());
     if (!waited.ok()) return waited.status();
     if (*waited == WaitOutcome::kStopped) {
       // Nobody came: nothing was sent, and nothing is left to flush.
@@ -614,8 +608,7 @@ Status RunProducer(const ProducerOptions& options, StopSignal& stop,
 
   if (!send_status.ok()) abandon(nullptr);  // Unacknowledged anyway.
   opened->socket.close();
-  watch->reset();
-  zap->reset();
+  guards->Stop();
   bool flushed = TerminateContext(context, options.flags.socket.linger_ms);
   if (!send_status.ok()) return send_status;
   if (!read_status.ok() && read_status.code() != StatusCode::kCancelled) {

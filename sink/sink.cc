@@ -851,22 +851,17 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
   Accounting accounting(options, counters, std::move(*writer), std::move(state));
 
   zmq::context_t context(1);
-  auto zap = ZapHandler::Start(context, options.flags.socket.curve, counters.curve_refused);
-  if (!zap.ok()) return zap.status();
-  auto watch = HandshakeWatch::Start(context, counters.handshake_failed);
-  if (!watch.ok()) return watch.status();
-  SocketOptions socket_options = options.flags.socket;
-  socket_options.watch = watch->get();
-  socket_options.name = "in";
+  auto guards = ContextGuards::Start(context, options.flags.socket, counters.curve_refused,
+                                     counters.handshake_failed);
+  if (!guards.ok()) return guards.status();
   StatusOr<OpenedSocket> in = OpenSocket(context, zmq::socket_type::pull,
-                                         options.in, socket_options);
+                                         options.in, guards->For("in"));
   if (!in.ok()) return in.status();
   std::optional<zmq::socket_t> ack_socket;
   std::string ack_addresses;
   if (!options.acks.empty()) {
-    socket_options.name = "acks";
     StatusOr<OpenedSocket> pub = OpenSocket(context, zmq::socket_type::xpub,
-                                            options.acks, socket_options);
+                                            options.acks, guards->For("acks"));
     if (!pub.ok()) return pub.status();
     ack_addresses = DescribeAddresses(options.acks, *pub);
     ack_socket = std::move(pub->socket);
@@ -1001,8 +996,7 @@ Status RunSink(const SinkOptions& options, StopSignal& stop,
       progress_out << "\r" << accounting.ProgressLine(started) << "\n" << std::flush;
     }
   }
-  watch->reset();
-  zap->reset();
+  guards->Stop();
   TerminateContext(context, options.flags.socket.linger_ms);
 
   outcome.report = accounting.Report();

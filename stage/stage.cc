@@ -318,19 +318,14 @@ Status RunStage(const StageOptions& options, StopSignal& stop,
   }
 
   zmq::context_t context(1);
-  auto zap = ZapHandler::Start(context, options.flags.socket.curve, counters.curve_refused);
-  if (!zap.ok()) return zap.status();
-  auto watch = HandshakeWatch::Start(context, counters.handshake_failed);
-  if (!watch.ok()) return watch.status();
-  SocketOptions socket_options = options.flags.socket;
-  socket_options.watch = watch->get();
-  socket_options.name = "in";
+  auto guards = ContextGuards::Start(context, options.flags.socket, counters.curve_refused,
+                                     counters.handshake_failed);
+  if (!guards.ok()) return guards.status();
   StatusOr<OpenedSocket> in = OpenSocket(context, zmq::socket_type::pull,
-                                         options.in, socket_options);
+                                         options.in, guards->For("in"));
   if (!in.ok()) return in.status();
-  socket_options.name = "out";
   StatusOr<OpenedSocket> out = OpenSocket(context, zmq::socket_type::push,
-                                          options.out, socket_options);
+                                          options.out, guards->For("out"));
   if (!out.ok()) return out.status();
 
   StageIo io(options, stop, counters, runners, outbox, in->socket, out->socket);
@@ -356,8 +351,7 @@ Status RunStage(const StageOptions& options, StopSignal& stop,
   stop_runners();
   in->socket.close();
   out->socket.close();
-  watch->reset();
-  zap->reset();
+  guards->Stop();
   bool flushed = TerminateContext(context, options.flags.socket.linger_ms);
   if (!status.ok()) return status;
   if (io.unsent() > 0) {
