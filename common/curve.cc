@@ -16,6 +16,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/thread.h"
+
 namespace sluice {
 
 namespace po = boost::program_options;
@@ -176,7 +178,9 @@ StatusOr<std::unique_ptr<ZapHandler>> ZapHandler::Start(
   }
   // The socket moves to the handler's thread here (thread start is a full
   // barrier, as libzmq requires to migrate a socket) and stays there.
-  handler->thread_ = std::thread([h = handler.get()] { h->Serve(); });
+  auto thread = StartThread("zap", [h = handler.get()] { h->Serve(); });
+  if (!thread.ok()) return thread.status();
+  handler->thread_ = std::move(*thread);
   return handler;
 }
 

@@ -10,6 +10,7 @@
 #include <map>
 
 #include "common/log.h"
+#include "common/thread.h"
 
 namespace sluice {
 namespace {
@@ -109,7 +110,9 @@ StatusOr<std::unique_ptr<HandshakeWatch>> HandshakeWatch::Start(
     *fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (*fd < 0) return Internal(std::string("handshake watch: eventfd: ") + std::strerror(errno));
   }
-  watch->thread_ = std::thread([w = watch.get()] { w->Serve(); });
+  auto thread = StartThread("handshakes", [w = watch.get()] { w->Serve(); });
+  if (!thread.ok()) return thread.status();
+  watch->thread_ = std::move(*thread);
   return watch;
 }
 
