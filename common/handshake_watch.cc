@@ -79,12 +79,13 @@ std::string Explain(const HandshakeWatch::SocketInfo& info, uint16_t event,
   }
   if (info.curve) {
     return where + "the server closed the connection during the CURVE handshake (" +
-           error + "): a server that holds another key than --curve-server, or "
-           "a plain one, does that";
+           error + "): a server that holds another key than --curve-server, a "
+           "plain one, or a process that does not speak ZeroMQ does that";
   }
   return where + "the server closed the connection during the handshake (" +
-         error + "): a server that requires CURVE does that to a plain client; "
-         "start this process with --curve-secret and --curve-server";
+         error + "): a server that requires CURVE does that to a plain client "
+         "(then start this process with --curve-secret and --curve-server), as "
+         "does a process that does not speak ZeroMQ";
 }
 
 }  // namespace

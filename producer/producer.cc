@@ -533,11 +533,11 @@ Status RunProducer(const ProducerOptions& options, StopSignal& stop,
       const uint64_t failed = counters.handshake_failed.value();
       return Unavailable(
           "the sink's ack socket at " + DescribeAddresses(options.acks, *sub) +
-          (failed > 0 ? " refused every handshake (" + std::to_string(failed) +
-                            " of them; the handshake.refused line says why) "
-                      : " did not answer ") +
-          "within --give-up; is the sink running (or should this run use "
-          "--acks off)?");
+          " did not answer within --give-up" +
+          (failed > 0 ? " (" + std::to_string(failed) +
+                            " handshakes failed; the handshake.refused line says why)"
+                      : "") +
+          "; is the sink running (or should this run use --acks off)?");
     }
     acks_socket = std::move(sub->socket);
     StatusOr<HelloOutcome> hello = SayHello(*acks_socket, stop, options, counters);

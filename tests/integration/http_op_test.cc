@@ -123,12 +123,17 @@ TEST(HttpOp, UnreachableUrlFailsEachItemWithTheReason) {
 // --op-timeout-ms abandons a call that does not answer; the retry gets
 // through. Every 10th distinct request waits 5 s the first time it is
 // asked; the job does not wait for them.
+// The producer's replays are held off (--rto-min-ms) so that the stage's
+// own timeout and retry are what bring the slow items through: on a loaded
+// machine a replay could otherwise win, the sink complete and exit, and the
+// stage's late retries be left with nobody to send them to (the stage then
+// waits out its drain timeout on SIGTERM, as designed).
 TEST(HttpOp, CallPastTheTimeoutIsAbandonedAndRetried) {
   TestApi api({"--slow-every", "10", "--slow-ms", "5000"});
   Chain chain;
   chain.Run({{"--op", "http", "--url", api.base() + "/token/{payload}", "--concurrency",
               "20", "--op-timeout-ms", "200", "--retries", "3", "--retry-backoff-ms", "1"}},
-            {"--count", "200"}, {"--ordered"});
+            {"--count", "200", "--rto-min-ms", "5000"}, {"--ordered"});
   ASSERT_EQ(chain.Finish(), 0) << chain.sink->err();
   std::string expected;
   for (int i = 0; i < 200; ++i) expected += "token_" + std::to_string(i) + "\n";
@@ -144,7 +149,7 @@ TEST(HttpOp, StragglerIsHedgedAndTheFirstAnswerWins) {
   Chain chain;
   chain.Run({{"--op", "http", "--url", api.base() + "/token/{payload}", "--concurrency",
               "20", "--hedge-after-ms", "100"}},
-            {"--count", "200"}, {"--ordered"});
+            {"--count", "200", "--rto-min-ms", "5000"}, {"--ordered"});
   ASSERT_EQ(chain.Finish(), 0) << chain.sink->err();
   std::string expected;
   for (int i = 0; i < 200; ++i) expected += "token_" + std::to_string(i) + "\n";
