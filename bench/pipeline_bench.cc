@@ -38,6 +38,7 @@
 #include <iostream>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -522,7 +523,35 @@ std::string Commit() {
   return commit.empty() ? "unknown" : commit;
 }
 
+constexpr char kUsage[] =
+    "usage: sluice-bench [--items N] [--runs R] [--history FILE|off] "
+    "[--scaling on|off] [--latency on|off] [--async on|off] [--api on|off]\n"
+    "Runs the pipeline benchmarks (minutes) and prints their figures against\n"
+    "yardsticks measured in the same run; appends a line to --history.\n";
+
+// Every argument is a known flag followed by its value; --help prints the
+// usage. Returns an exit code to leave with, or nullopt to run.
+std::optional<int> CheckArgs(int argc, char** argv) {
+  static const std::set<std::string> kFlags = {
+      "--role", "--upstream", "--items", "--interval-us", "--runs", "--history",
+      "--scaling", "--latency", "--async", "--api"};
+  for (int i = 1; i < argc; i += 2) {
+    const std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::printf("%s", kUsage);
+      return 0;
+    }
+    if (!kFlags.count(arg) || i + 1 >= argc) {
+      std::fprintf(stderr, "sluice-bench: %s '%s'\n%s",
+                   kFlags.count(arg) ? "no value for" : "unknown flag", arg.c_str(), kUsage);
+      return 64;
+    }
+  }
+  return std::nullopt;
+}
+
 int Main(int argc, char** argv) {
+  if (std::optional<int> exit_code = CheckArgs(argc, argv)) return *exit_code;
   const std::string role = Flag(argc, argv, "--role", "");
   if (!role.empty()) {
     return RunRole(role, Flag(argc, argv, "--upstream", ""),
@@ -534,9 +563,7 @@ int Main(int argc, char** argv) {
   const std::string history =
       Flag(argc, argv, "--history", std::string(SLUICE_SOURCE_DIR) + "/bench/results/history.tsv");
   if (n < 2 || runs < 1) {
-    std::fprintf(stderr, "usage: sluice-bench [--items N] [--runs R] "
-                         "[--history FILE|off] [--scaling on|off] [--latency on|off] "
-                         "[--async on|off] [--api on|off]\n");
+    std::fprintf(stderr, "sluice-bench: --items must be >= 2 and --runs >= 1\n%s", kUsage);
     return 64;
   }
   std::printf("sluice-bench: %llu items, %d runs each, interleaved; medians\n",
