@@ -17,6 +17,8 @@ constexpr double kMinTargetWaitUs = 1000;
 // slot, so a worker keeps a few ready: measured, 0.5 x the op time per item
 // left 55% of 40 slots busy, 2 x 90%, 4 x 95% (20 workers of 2 threads).
 constexpr double kTargetWaitPerOpTime = 4;
+// Released slots keep payload buffers up to this size for the next item.
+constexpr size_t kKeptPayloadBytes = 256;
 
 double Ms(std::chrono::steady_clock::duration d) {
   return std::chrono::duration<double, std::milli>(d).count();
@@ -38,6 +40,7 @@ size_t InflightWindow::room() const {
   const size_t span_room = capacity_ - static_cast<size_t>(next_ - base_);
   const size_t limit = static_cast<size_t>(limit_);
   const size_t flow_room = limit > data_entries_ ? limit - data_entries_ : 0;
+  if (bytes_ >= flow_.max_bytes) return 0;
   return std::min(span_room, flow_room);
 }
 
@@ -60,6 +63,17 @@ InflightWindow::Entry* InflightWindow::Find(uint64_t key) {
   if (key < base_ || key >= next_) return nullptr;
   Entry& e = ring_[key % capacity_];
   return e.outstanding ? &e : nullptr;
+}
+
+Item InflightWindow::ItemOf(uint64_t key, const Entry& e) const {
+  if (key == kEndKey) return Item::EndOfStream(stream_, end_count_);
+  Item item;
+  item.stream = stream_;
+  item.seq = key;
+  item.payload = e.payload;
+  item.produced_at_us = e.produced_at_us;
+  if (auto it = failures_.find(key); it != failures_.end()) item.failure = it->second;
+  return item;
 }
 
 InflightWindow::Clock::duration InflightWindow::Rto() const {
@@ -161,12 +175,18 @@ size_t InflightWindow::Fitting(std::span<const Item> items) const {
   if (data_entries_ > 0) base = base_;
   const size_t limit = static_cast<size_t>(limit_);
   size_t flow_room = limit > data_entries_ ? limit - data_entries_ : 0;
+  size_t bytes = bytes_;
   size_t n = 0;
   for (const Item& item : items) {
     if (!item.end_of_stream) {
       if (!base) base = item.seq;
       if (item.seq - *base >= capacity_ || flow_room == 0) break;
+      if (bytes + item.payload.size() > flow_.max_bytes &&
+          (data_entries_ > 0 || n > 0)) {
+        break;
+      }
       --flow_room;
+      bytes += item.payload.size();
     }
     ++n;
   }
@@ -190,7 +210,16 @@ void InflightWindow::AddOne(const Item& item, Clock::time_point now) {
     e = &ring_[key % capacity_];
     ++data_entries_;
   }
-  e->item = item;
+  if (stream_.empty()) stream_ = item.stream;
+  assert(item.stream == stream_);
+  if (item.end_of_stream) {
+    end_count_ = item.count;
+  } else {
+    e->payload = item.payload;  // Reuses the slot's buffer.
+    bytes_ += e->payload.size();
+    if (item.failure) failures_[key] = item.failure;
+    e->produced_at_us = item.produced_at_us;
+  }
   e->sent_at = now;
   e->attempts = 1;
   e->outstanding = true;
@@ -221,12 +250,16 @@ bool InflightWindow::Release(uint64_t key, Clock::time_point now,
     }
   }
   e.outstanding = false;
-  // Drops the contents; the slot's strings keep their capacity for the
-  // item that takes the slot next.
-  e.item.payload.clear();
-  e.item.more_payloads.clear();
-  e.item.failure.reset();
+  if (!failures_.empty()) failures_.erase(key);
   if (key != kEndKey) {
+    bytes_ -= e.payload.size();
+    // A short payload's buffer serves the item that takes the slot next; a
+    // long one's is let go, so that idle slots hold little.
+    if (e.payload.capacity() > kKeptPayloadBytes) {
+      std::string().swap(e.payload);
+    } else {
+      e.payload.clear();
+    }
     --data_entries_;
     while (base_ < next_ && !ring_[base_ % capacity_].outstanding) ++base_;
   }
@@ -244,6 +277,8 @@ size_t InflightWindow::Ack(const AckMessage& ack, Clock::time_point now) {
         ring_[seq % capacity_] = Entry();
       }
       end_ = Entry();
+      failures_.clear();
+      bytes_ = 0;
       base_ = next_;
       data_entries_ = 0;
       sent_.clear();
@@ -325,7 +360,7 @@ size_t InflightWindow::TakeExpired(Clock::time_point now, size_t max,
     e.attempts += 1;
     e.sent_at = now;
     sent_.push_back({now, oldest.key, 1, e.attempts});
-    out.push_back(e.item);
+    out.push_back(ItemOf(oldest.key, e));
     ++taken;
   }
   if (rto_fired) ++backoff_;  // Until an ack makes progress again.

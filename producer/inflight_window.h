@@ -1,7 +1,12 @@
 // producer/inflight_window.h
 //
-// InflightWindow holds a copy of every item the producer has sent and the
-// sink has not yet acknowledged, so that it can be sent again. Like TCP's
+// InflightWindow holds what it takes to send again every item the producer
+// has sent and the sink has not yet acknowledged: per seq, a compact entry
+// (its payload, production time and failure, if any, plus the bookkeeping
+// of loss detection), not a whole Item, so that a window of tens of
+// thousands of items stays a few MiB and recording a run costs little more
+// than copying its payloads. The window belongs to one stream (that of the
+// first item added). Like TCP's
 // window it spans sequence numbers: nothing at or beyond (lowest
 // unacknowledged seq + capacity) is sent. So no more than `capacity` items
 // are anywhere in the pipeline, whatever the high-water marks, and the
@@ -51,6 +56,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "common/envelope_codec.h"
@@ -66,6 +72,9 @@ struct RetransmitOptions {
 
 struct FlowOptions {
   size_t initial_limit = 1024;  // Items outstanding before any ack.
+  // Payload bytes outstanding, so that long items cannot make the window's
+  // copies grow without bound; one item is always let through.
+  size_t max_bytes = size_t{64} << 20;
   size_t min_limit = 8;
   size_t peers = 1;  // Workers the output feeds, as far as known (--peers).
 };
@@ -81,7 +90,8 @@ class InflightWindow {
 
   // Data items that may still be added now: the flow limit minus the items
   // outstanding, and at most the capacity minus the span from the lowest
-  // unacknowledged seq to the next one to add.
+  // unacknowledged seq to the next one to add; 0 while the payloads
+  // outstanding reach FlowOptions::max_bytes.
   size_t room() const;
   // The flow limit: most data items outstanding now (<= capacity).
   size_t limit() const;
@@ -92,19 +102,22 @@ class InflightWindow {
   // How many of `items` (in increasing seq order), from the front, may be
   // added now: no more than the flow limit allows, and the span from the
   // lowest unacknowledged seq (or the first item's, if none is outstanding)
-  // must stay below the capacity. Matters when seqs skip (a resumed
-  // stream): room() alone counts a gap as used.
+  // must stay below the capacity, and the payloads within max_bytes (the
+  // first item fits an empty window whatever its size). Matters when seqs
+  // skip (a resumed stream), and for long items: room() alone counts a gap
+  // as used and knows no sizes.
   size_t Fitting(std::span<const Item> items) const;
-  // Records `items` as sent at `now` (under one lock); keeps copies. Data
-  // items come in increasing seq order and need room() and Fitting().
+  // Records `items` as sent at `now` (under one lock); keeps copies of their
+  // payloads. Data items come in increasing seq order and need room() and
+  // Fitting(); all are of one stream.
   void Add(std::span<const Item> items, Clock::time_point now);
   void Add(const Item& item, Clock::time_point now) {
     Add(std::span<const Item>(&item, 1), now);
   }
   // Releases what `ack` acknowledges; returns how many entries it released.
   size_t Ack(const AckMessage& ack, Clock::time_point now);
-  // Appends copies of up to `max` entries found lost at `now` to `out` and
-  // records them as sent again at `now`. Returns the count.
+  // Appends up to `max` entries found lost at `now` to `out` (as items
+  // again) and records them as sent again at `now`. Returns the count.
   size_t TakeExpired(Clock::time_point now, size_t max, std::vector<Item>& out);
   // When an entry may next be found lost; nullopt if nothing is outstanding.
   std::optional<Clock::time_point> NextExpiry();
@@ -128,9 +141,11 @@ class InflightWindow {
 
  private:
   static constexpr uint64_t kEndKey = UINT64_MAX;
+  // 56 bytes; an Item is 144. Failures, rare, live in failures_.
   struct Entry {
-    Item item;
+    std::string payload;
     Clock::time_point sent_at;
+    int64_t produced_at_us = 0;
     int attempts = 0;
     bool outstanding = false;
   };
@@ -144,6 +159,7 @@ class InflightWindow {
     int attempts;
   };
   Entry* Find(uint64_t key);  // Outstanding entry or null. REQUIRES: mu_.
+  Item ItemOf(uint64_t key, const Entry& e) const;  // REQUIRES: mu_.
   void AddOne(const Item& item, Clock::time_point now);  // REQUIRES: mu_.
   bool Release(uint64_t key, Clock::time_point now,
                std::optional<Clock::duration>& sample);  // REQUIRES: mu_.
@@ -168,9 +184,15 @@ class InflightWindow {
   // Seq s lives at ring_[s % capacity_] while base_ <= s < next_.
   std::vector<Entry> ring_;                      // Guarded by mu_.
   Entry end_;                                    // Guarded by mu_.
+  uint64_t end_count_ = 0;  // The end-of-stream's count. Guarded by mu_.
+  // Why the failed items among the outstanding ones failed, by seq.
+  std::unordered_map<uint64_t, std::shared_ptr<const ItemFailure>>
+      failures_;                                 // Guarded by mu_.
+  std::string stream_;      // Of the items added. Guarded by mu_.
   uint64_t base_ = 0;  // Lowest unacknowledged seq. Guarded by mu_.
   uint64_t next_ = 0;  // One past the highest seq added. Guarded by mu_.
   size_t data_entries_ = 0;                      // Guarded by mu_.
+  size_t bytes_ = 0;  // Payload bytes outstanding. Guarded by mu_.
   // Transmissions in sending order (so sorted by time); stale ones (of
   // released or resent entries) are skipped lazily.
   std::deque<Sent> sent_;                        // Guarded by mu_.

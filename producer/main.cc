@@ -44,8 +44,13 @@ int Main(int argc, const char* const argv[]) {
       ("acks", po::value<std::string>()->default_value(">tcp://localhost:5559"),
        "where to hear the sink's acks (> connects, @ binds, bare connects); "
        "'off': fire-and-forget, nothing is resent")
-      ("window", po::value<int64_t>()->default_value(10000),
-       "most items in flight without an ack; the producer waits when full")
+      ("window", po::value<int64_t>()->default_value(40000),
+       "most items in flight without an ack (a span of seqs, as in TCP); "
+       "the producer waits when full. Below rate x round trip it limits "
+       "throughput")
+      ("window-mib", po::value<int64_t>()->default_value(64),
+       "most payload MiB in flight without an ack (the producer keeps a "
+       "copy of each for replay); one item always goes")
       ("give-up", po::value<double>()->default_value(60),
        "seconds without ack progress (or without the sink's ack socket) "
        "before giving up with exit 75 (69 if never connected)")
@@ -91,6 +96,7 @@ int Main(int argc, const char* const argv[]) {
   opts.wait_peers = static_cast<int>(read.Int("peers", 0, 100000));
   opts.acks = read.Endpoints("acks", Role::kConnect, /*may_be_off=*/true);
   opts.window = static_cast<size_t>(read.Int("window", 1, 1'000'000));
+  opts.window_bytes = static_cast<size_t>(read.Int("window-mib", 1, 1 << 20)) << 20;
   opts.give_up = read.Seconds("give-up", 0, 86400 * 365, /*exclusive_min=*/true);
   int64_t rto_min = read.Int("rto-min-ms", 1, 3'600'000);
   int64_t rto_max = read.Int("rto-max-ms", rto_min, 3'600'000);

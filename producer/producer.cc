@@ -581,8 +581,10 @@ Status RunProducer(const ProducerOptions& options, StopSignal& stop,
   }
   Status send_status;
   if (acks_socket) {
-    InflightWindow window(options.window, options.retransmit,
-                          FlowOptions{.peers = static_cast<size_t>(std::max(1, options.wait_peers))});
+    InflightWindow window(
+        options.window, options.retransmit,
+        FlowOptions{.max_bytes = options.window_bytes,
+                    .peers = static_cast<size_t>(std::max(1, options.wait_peers))});
     StopSignal acks_done;
     Status ack_status;
     auto ack_thread = StartThread("ack", [&, socket = std::move(*acks_socket)]() mutable {

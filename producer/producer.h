@@ -58,7 +58,8 @@ struct ProducerOptions {
   CommonFlags flags;
   // Where to hear the sink's acks; empty = fire-and-forget.
   std::vector<Endpoint> acks;
-  size_t window = 10000;             // Most unacknowledged items.
+  size_t window = 40000;             // Most unacknowledged items.
+  size_t window_bytes = size_t{64} << 20;  // ... and payload bytes.
   std::chrono::milliseconds give_up{60000};  // Without ack progress.
   RetransmitOptions retransmit;
   uint64_t epoch = 1;                // This instance; see NewEpoch().

@@ -54,6 +54,8 @@ TEST(Cli, ImpossibleNumbersExit64WithTheFlagNamed) {
       {"sluice-producer", {"--hwm", "0"}, "--hwm"},
       {"sluice-producer", {"--stream", std::string(65, 's')}, "--stream"},
       {"sluice-producer", {"--count", "5", "--input", "-"}, "--input"},
+      {"sluice-producer", {"--window", "0"}, "--window"},
+      {"sluice-producer", {"--window-mib", "0"}, "--window-mib"},
       {"sluice-stage", {"--op", "token,result", "--threads", "10,5,1"}, "--threads"},
       {"sluice-stage", {"--op", "token", "--threads", "0"}, "--threads"},
       {"sluice-stage", {"--op", "tokn"}, "tokn"},

@@ -537,6 +537,42 @@ TEST(Pipeline, OversizeInputLineIsAFailedItemAndTheStreamStillEnds) {
   EXPECT_EQ(out.substr(out.size() - 9 - 301), "line1999\n" + std::string(300, 'y') + "\n");
 }
 
+// The producer keeps a copy of each unacknowledged item for replay; with
+// long lines, --window-mib bounds those copies, not just --window's count.
+// 300 lines of 64 KiB through a sink held to 150 items/s: the producer's
+// window never holds more than 1 MiB of them (16 items), and does fill up
+// to it, and the output is exact.
+TEST(Pipeline, LongLinesKeepTheProducersCopiesWithinWindowMib) {
+  TempDir dir;
+  const std::string path = dir.File("long.txt");
+  std::string expected;
+  {
+    std::ofstream input(path);
+    for (int i = 0; i < 300; ++i) {
+      std::string line = "line" + std::to_string(i) + std::string(64 * 1024 - 10, 'x');
+      input << line << "\n";
+      expected += line + "\n";
+    }
+  }
+  Chain chain;
+  chain.Run({{"--op", "pass"}},
+            {"--input", path, "--window-mib", "1", "--stats-interval", "0.05"},
+            {"--ordered", "--max-rate", "150"});
+  ASSERT_EQ(chain.Finish(), 0) << chain.sink->err();
+  EXPECT_EQ(ReadFile(chain.dir.File("out.txt")), expected);
+  uint64_t most = 0;
+  std::istringstream lines(chain.producer->err());
+  for (std::string line; std::getline(lines, line);) {
+    const size_t at = line.find("counters {");
+    if (at == std::string::npos) continue;
+    nlohmann::json counters = nlohmann::json::parse(line.substr(at + 9), nullptr, false);
+    if (counters.is_discarded()) continue;
+    most = std::max(most, counters["gauges"]["window_items"].get<uint64_t>());
+  }
+  EXPECT_LE(most, 16u);
+  EXPECT_GE(most, 8u) << "the window never filled: the test would not notice a leak";
+}
+
 // Issue 8, point 5: a faulty producer's item beyond the count, before and
 // after the end-of-stream, and a second end-of-stream with another count:
 // errors in the report, never counted as part of the stream, exit 65.

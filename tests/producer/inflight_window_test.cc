@@ -72,6 +72,44 @@ TEST(InflightWindow, CompleteReleasesEverything) {
   EXPECT_EQ(w.room(), 8u);
 }
 
+// The window keeps what a resend needs, not the items themselves: a resend
+// is the item as it was sent (stream, seq, payload, production time, and
+// the failure of a failed item), and the end-of-stream keeps its count.
+TEST(InflightWindow, ResendIsTheItemAsSentFailureAndEndOfStreamCountIncluded) {
+  InflightWindow w(8, Options());
+  const auto t0 = Clock::now();
+  Item plain = DataItem(0);
+  plain.produced_at_us = 1234;
+  Item failed = DataItem(1);
+  failed.payload = std::string(100, 'x');  // Past the small-string buffer.
+  failed.failure = std::make_shared<ItemFailure>(
+      ItemFailure{.op = "producer", .reason = "item_too_large", .attempts = 1});
+  w.Add(std::vector<Item>{plain, failed}, t0);
+  w.Add(Item::EndOfStream("s", 2), t0);
+  std::vector<Item> out;
+  ASSERT_EQ(w.TakeExpired(t0 + milliseconds(1000), 10, out), 3u);  // The RTO.
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[0].stream, "s");
+  EXPECT_EQ(out[0].seq, 0u);
+  EXPECT_EQ(out[0].payload, "p0");
+  EXPECT_EQ(out[0].produced_at_us, 1234);
+  EXPECT_FALSE(out[0].failed());
+  EXPECT_EQ(out[1].seq, 1u);
+  EXPECT_EQ(out[1].payload, failed.payload);
+  ASSERT_TRUE(out[1].failed());
+  EXPECT_EQ(out[1].failure->reason, "item_too_large");
+  EXPECT_TRUE(out[2].end_of_stream);
+  EXPECT_EQ(out[2].count, 2u);
+  EXPECT_EQ(out[2].stream, "s");
+  // Once acked, a failure is let go; the slot's next item is not failed.
+  w.Ack(AckOf(0, 2, true), t0 + milliseconds(1100));
+  w.Add(DataItem(9), t0 + milliseconds(1100));
+  out.clear();
+  ASSERT_EQ(w.TakeExpired(t0 + milliseconds(5000), 10, out), 1u);
+  EXPECT_EQ(out[0].seq, 9u);
+  EXPECT_FALSE(out[0].failed());
+}
+
 // An item overtaken by a later-sent, acknowledged one is resent once it has
 // waited twice the longest recent round trip plus the minimum RTO; not
 // before: parallel workers overtake each other as a matter of course.
@@ -194,6 +232,30 @@ TEST(InflightWindow, FittingStopsAtTheFlowLimit) {
   const auto t0 = Clock::now();
   w.Add(items[0], t0);
   EXPECT_EQ(w.Fitting(std::span<const Item>(items).subspan(1)), 2u);
+}
+
+// Long items: the payload bytes outstanding stay within max_bytes, except
+// that an empty window always takes one item, however long, so that a
+// stream of items longer than the bound still moves.
+TEST(InflightWindow, PayloadBytesOutstandingStayWithinTheBoundOneItemAlwaysGoes) {
+  InflightWindow w(1000, Options(), FlowOptions{.max_bytes = 1000});
+  std::vector<Item> items;
+  for (uint64_t s = 0; s < 6; ++s) {
+    items.push_back(DataItem(s));
+    items.back().payload = std::string(s == 0 ? 5000 : 300, 'x');
+  }
+  const auto t0 = Clock::now();
+  EXPECT_EQ(w.Fitting(items), 1u) << "the 5000-byte item goes alone";
+  w.Add(items[0], t0);
+  EXPECT_EQ(w.room(), 0u);
+  EXPECT_EQ(w.Fitting(std::span<const Item>(items).subspan(1)), 0u);
+  w.Ack(AckOf(0, 1), t0 + milliseconds(1));
+  EXPECT_GT(w.room(), 0u);
+  EXPECT_EQ(w.Fitting(std::span<const Item>(items).subspan(1)), 3u);  // 900 bytes.
+  w.Add(std::span<const Item>(items).subspan(1, 3), t0 + milliseconds(1));
+  EXPECT_EQ(w.Fitting(std::span<const Item>(items).subspan(4)), 0u);
+  w.Ack(AckOf(1, 2), t0 + milliseconds(2));  // 600 bytes left.
+  EXPECT_EQ(w.Fitting(std::span<const Item>(items).subspan(4)), 1u);
 }
 
 // Before the first round trip, frames hold one item when there are several
