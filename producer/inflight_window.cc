@@ -433,7 +433,7 @@ std::string InflightWindow::DescribeOutstanding(size_t max_listed) const {
   std::string text = std::to_string(data_entries_) + " items";
   if (!lowest.empty()) {
     text += " (seq";
-    for (uint64_t seq : lowest) text += " " + std::to_string(seq);
+    for (uint64_t seq : lowest) text.append(" ").append(std::to_string(seq));
     text += data_entries_ > lowest.size() ? " ...)" : ")";
   }
   if (end_.outstanding) text += " and the end-of-stream";
