@@ -21,13 +21,17 @@
 // (--latency), an API-bound worker — one token stage of 10 ms calls on its
 // default threads and on one loop thread with --concurrency 1000 (--async) —
 // the http op against a local API and the classic job with stage 1 batched
-// or not (--api), and the scaling table of latency-bound workers (--scaling).
+// or not (--api), the scaling table of latency-bound workers (--scaling) and
+// the peak memory of each process of the job at 10^5 and 10^7 items and
+// under a slow sink (--memory).
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -145,6 +149,11 @@ struct Figures {
   double items_per_s = 0;
   double cpu_us_per_item = 0;
   bool ok = false;
+  // Of the producer, token, result and sink (pipeline runs), in KiB: peak
+  // RSS (the kernel's, exact), and the largest anonymous part seen by
+  // sampling every 5 ms (heap, stacks, buffers: what grows with the data,
+  // without the shared libraries' pages).
+  std::array<long, 4> peak_rss_kib{}, peak_anon_kib{};
 };
 
 // Runs the raw relay chain (four processes of this binary: source -> relay
@@ -203,6 +212,7 @@ struct Chain {
   std::string result_in;
   std::vector<std::string> threads;  // Extra stage flags.
   std::vector<std::string> curve;    // CURVE flags for all four, or none.
+  std::vector<std::string> sink_flags;  // Extra sink flags.
 
   static std::unique_ptr<Process> Run(std::vector<std::string> args,
                                       const std::vector<std::string>& more = {}) {
@@ -211,10 +221,12 @@ struct Chain {
   }
   void Start(bool acks, std::vector<std::string> stage_flags) {
     threads = std::move(stage_flags);
+    std::vector<std::string> more = curve;
+    more.insert(more.end(), sink_flags.begin(), sink_flags.end());
     sink = Run({BinaryPath("sluice-sink"), "--in", "@tcp://127.0.0.1:*", "--report",
                 dir.File("report.json"), "--progress", "off", "--state", "off",
                 "--acks", acks ? "@tcp://127.0.0.1:*" : "off", "--idle-timeout", "60"},
-               curve);
+               more);
     sink_ready = sink->WaitReady();
     std::vector<std::string> args = {BinaryPath("sluice-stage"), "--op", "result",
                                      "--latency-ms", "0", "--in", "@tcp://127.0.0.1:*",
@@ -266,10 +278,12 @@ std::vector<std::string> CurveFlags(TempDir& dir) {
 // thread per op, with CURVE (`curve`: its flags) or plain. items/s is the
 // sink's figure (first item to completion).
 Figures Pipeline(uint64_t n, bool acks, bool default_threads,
-                 const std::vector<std::string>& curve = {}) {
+                 const std::vector<std::string>& curve = {},
+                 const std::vector<std::string>& sink_flags = {}) {
   const double cpu_before = ChildrenCpuSeconds();
   Chain chain;
   chain.curve = curve;
+  chain.sink_flags = sink_flags;
   chain.Start(acks, default_threads ? std::vector<std::string>{}
                                     : std::vector<std::string>{"--threads", "1"});
   chain.producer = Chain::Run({BinaryPath("sluice-producer"), "--out", "@tcp://127.0.0.1:*",
@@ -277,13 +291,69 @@ Figures Pipeline(uint64_t n, bool acks, bool default_threads,
                                chain.Acks()},
                               curve);
   chain.StartToken(chain.producer->WaitReady()["out"]);
-  const nlohmann::json report = chain.Finish(n);
+  std::atomic<bool> finished{false};
   Figures run;
+  std::thread sampler([&] {
+    const Process* processes[] = {chain.producer.get(), chain.token.get(),
+                                  chain.result.get(), chain.sink.get()};
+    while (!finished) {
+      for (size_t i = 0; i < 4; ++i) {
+        run.peak_anon_kib[i] = std::max(run.peak_anon_kib[i], processes[i]->AnonKib());
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
+  const nlohmann::json report = chain.Finish(n);
+  finished = true;
+  sampler.join();
   if (report.is_discarded()) return run;
   run.ok = true;
   run.items_per_s = report["items_per_s"].get<double>();
   run.cpu_us_per_item = (ChildrenCpuSeconds() - cpu_before) * 1e6 / n;
+  run.peak_rss_kib = {chain.producer->PeakRssKib(), chain.token->PeakRssKib(),
+                      chain.result->PeakRssKib(), chain.sink->PeakRssKib()};
   return run;
+}
+
+// Memory: peak RSS of each process of the job (acks on, default threads) at
+// a small and a 100 times larger N, and with a sink held to `slow_rate`
+// items/s. Prints the table; returns the largest peak of the large run and
+// of the slow one (KiB), or nullopt if a run failed.
+std::optional<std::pair<long, long>> MemoryTable(uint64_t small_n, uint64_t slow_rate) {
+  struct Row {
+    std::string name;
+    Figures figures;
+  };
+  const uint64_t slow_n = slow_rate * 10;  // About 10 s.
+  std::vector<Row> rows = {
+      {std::to_string(small_n) + " items", Pipeline(small_n, true, true)},
+      {std::to_string(small_n * 100) + " items", Pipeline(small_n * 100, true, true)},
+      {std::to_string(slow_n) + " items, sink --max-rate " + std::to_string(slow_rate),
+       Pipeline(slow_n, true, true, {}, {"--max-rate", std::to_string(slow_rate)})},
+  };
+  std::printf("memory: peak RSS / of which anonymous (MiB) of each process, acks on, "
+              "default threads (goal: flat in N, bounded under a slow sink):\n"
+              "  %-38s %11s %11s %11s %11s\n", "", "producer", "token", "result", "sink");
+  long largest[3] = {0, 0, 0};
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const Figures& f = rows[i].figures;
+    if (!f.ok) {
+      std::fprintf(stderr, "memory run (%s) failed\n", rows[i].name.c_str());
+      return std::nullopt;
+    }
+    std::printf("  %-38s", rows[i].name.c_str());
+    for (size_t p = 0; p < 4; ++p) {
+      std::printf(" %5.1f / %3.1f", f.peak_rss_kib[p] / 1024.0, f.peak_anon_kib[p] / 1024.0);
+      largest[i] = std::max(largest[i], f.peak_rss_kib[p]);
+    }
+    std::printf("\n");
+  }
+  std::printf("  largest process: %.1f MiB at %llu items, %.1f MiB at 100x (x%.2f), "
+              "%.1f MiB under the slow sink\n",
+              largest[0] / 1024.0, static_cast<unsigned long long>(small_n),
+              largest[1] / 1024.0, static_cast<double>(largest[1]) / largest[0],
+              largest[2] / 1024.0);
+  return std::make_pair(largest[1], largest[2]);
 }
 
 // Low-load latency: one item every `interval_us`, n items, three tcp hops.
@@ -526,6 +596,7 @@ std::string Commit() {
 constexpr char kUsage[] =
     "usage: sluice-bench [--items N] [--runs R] [--history FILE|off] "
     "[--scaling on|off] [--latency on|off] [--async on|off] [--api on|off]\n"
+    "       [--memory on|off]\n"
     "Runs the pipeline benchmarks (minutes) and prints their figures against\n"
     "yardsticks measured in the same run; appends a line to --history.\n";
 
@@ -534,7 +605,7 @@ constexpr char kUsage[] =
 std::optional<int> CheckArgs(int argc, char** argv) {
   static const std::set<std::string> kFlags = {
       "--role", "--upstream", "--items", "--interval-us", "--runs", "--history",
-      "--scaling", "--latency", "--async", "--api"};
+      "--scaling", "--latency", "--async", "--api", "--memory"};
   for (int i = 1; i < argc; i += 2) {
     const std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
@@ -617,7 +688,8 @@ int Main(int argc, char** argv) {
   for (const Series& s : series) {
     std::printf("  %-44s: %10.0f items/s  ratio %.2f  %.2f us CPU/item\n", s.name,
                 Median(s.rate), Median(s.rate) / raw_m, Median(s.cpu));
-  }  std::printf("CURVE (every hop encrypted, allow-list on): %.2f of the plain rate, "
+  }
+  std::printf("CURVE (every hop encrypted, allow-list on): %.2f of the plain rate, "
               "+%.2f us CPU per item (1 thread per op, acks on)\n",
               Median(series[3].rate) / Median(series[1].rate),
               Median(series[3].cpu) - Median(series[1].cpu));
@@ -704,24 +776,36 @@ int Main(int argc, char** argv) {
                 "  raw ZeroMQ chain p50 %.0f us; token-then-result (acks on) p50 %.0f us;"
                 " ratio %.2f\n", raw_latency, pipeline_latency, pipeline_latency / raw_latency);
   }
+  long rss_large_kib = 0, rss_slow_kib = 0;
+  if (Flag(argc, argv, "--memory", "on") != "off") {
+    const auto memory = MemoryTable(100000, 20000);
+    if (!memory) return 70;
+    std::tie(rss_large_kib, rss_slow_kib) = *memory;
+  }
   const std::string results_dir =
       history == "off" ? "" : history.substr(0, history.find_last_of('/'));
   if (Flag(argc, argv, "--scaling", "on") != "off" && !ScalingTable(results_dir)) {
     return 70;
   }
   if (history != "off") {
-    const bool fresh = !std::ifstream(history).good();
+    // One header for all rows; a row written before a column existed is
+    // shorter. A header from before a new column is rewritten in place.
+    const std::string header =
+        "date\tcommit\titems\traw_chain_per_s\tacks_default_per_s\t"
+        "acks_1thread_per_s\tacks_off_1thread_per_s\tratio_acks_default\t"
+        "ratio_acks_1thread\tcpu_us_acks_default\tcpu_us_acks_1thread\t"
+        "latency_p50_raw_us\tlatency_p50_pipeline_us\tasync_token_per_s\t"
+        "http_worker_per_s\tcurve_1thread_per_s\tpeak_rss_100x_kib\t"
+        "peak_rss_slow_sink_kib\n";
+    std::string old = std::filesystem::exists(history) ? testing::ReadFile(history) : "";
+    if (old.compare(0, old.find('\n') + 1, header) != 0) {
+      old = header + (old.empty() ? "" : old.substr(old.find('\n') + 1));
+      std::ofstream(history, std::ios::trunc) << old;
+    }
     std::ofstream out(history, std::ios::app);
     if (!out) {
       std::fprintf(stderr, "cannot append to %s\n", history.c_str());
       return 73;
-    }
-    if (fresh) {
-      out << "date\tcommit\titems\traw_chain_per_s\tacks_default_per_s\t"
-             "acks_1thread_per_s\tacks_off_1thread_per_s\tratio_acks_default\t"
-             "ratio_acks_1thread\tcpu_us_acks_default\tcpu_us_acks_1thread\t"
-             "latency_p50_raw_us\tlatency_p50_pipeline_us\tasync_token_per_s\t"
-             "http_worker_per_s\tcurve_1thread_per_s\n";
     }
     char date[32];
     std::time_t now = std::time(nullptr);
@@ -730,11 +814,13 @@ int Main(int argc, char** argv) {
     for (size_t i = 0; i < 3; ++i) {  // The columns of the first three series.
       out << '\t' << static_cast<uint64_t>(Median(series[i].rate));
     }
-    char tail[192];
-    std::snprintf(tail, sizeof(tail), "\t%.3f\t%.3f\t%.3f\t%.3f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\n",
+    char tail[256];
+    std::snprintf(tail, sizeof(tail),
+                  "\t%.3f\t%.3f\t%.3f\t%.3f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%ld\t%ld\n",
                   Median(series[0].rate) / raw_m, Median(series[1].rate) / raw_m,
                   Median(series[0].cpu), Median(series[1].cpu), raw_latency,
-                  pipeline_latency, async_rate, http_rate, Median(series[3].rate));
+                  pipeline_latency, async_rate, http_rate, Median(series[3].rate),
+                  rss_large_kib, rss_slow_kib);
     out << tail;
     std::printf("appended to %s\n", history.c_str());
   }

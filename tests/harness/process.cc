@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -164,7 +165,9 @@ std::optional<int> Process::Wait(std::chrono::milliseconds timeout) {
   int n = poll(&fds, 1, static_cast<int>(timeout.count()));
   if (n == 0) return std::nullopt;
   int status = 0;
-  if (waitpid(pid_, &status, 0) != pid_) return std::nullopt;
+  rusage usage{};
+  if (wait4(pid_, &status, 0, &usage) != pid_) return std::nullopt;
+  peak_rss_kib_ = usage.ru_maxrss;
   exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   // Let the readers see EOF so that out()/err() are complete.
   std::unique_lock<std::mutex> lock(mu_);

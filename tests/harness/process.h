@@ -74,6 +74,9 @@ class Process {
   // Its anonymous part (heap, stacks, buffers): what grows with the data a
   // process holds, without the shared libraries' pages it has touched.
   long AnonKib() const;
+  // Its peak resident set size in KiB over its whole life (the kernel's
+  // maxrss at exit); 0 until Wait() has reaped it.
+  long PeakRssKib() const { return peak_rss_kib_; }
 
  private:
   void ReadLoop(int fd, std::string* sink);
@@ -82,6 +85,7 @@ class Process {
   pid_t pid_ = -1;
   int pidfd_ = -1;
   std::optional<int> exit_code_;
+  long peak_rss_kib_ = 0;
   std::mutex mu_;
   std::condition_variable changed_;
   std::string out_;          // Guarded by mu_.
