@@ -22,38 +22,68 @@
 namespace sluice {
 namespace {
 
+using Clock = std::chrono::steady_clock;
 
-// Produces the items of one stream into a queue; runs on the read thread.
+// Where the emitter's runs go: a queue to a send thread (acks off), or the
+// reliable sender on the emitter's own thread (acks on).
+class RunSink {
+ public:
+  virtual ~RunSink() = default;
+  // Takes `run`, the next of the stream; false once the stream cannot go on.
+  virtual bool Put(ItemRun&& run) = 0;
+  // When Idle() is next due while the input is quiet (nullopt: never).
+  virtual std::optional<Clock::time_point> IdleUntil() const { return std::nullopt; }
+  // Work that is due while the input is quiet; false as Put().
+  virtual bool Idle() { return true; }
+  // After the last run (or a failure).
+  virtual void Close() {}
+};
+
+// Hands runs to a send thread through a bounded queue.
+class QueueSink : public RunSink {
+ public:
+  explicit QueueSink(BoundedQueue<ItemRun>& queue) : queue_(queue) {}
+  bool Put(ItemRun&& run) override { return queue_.Push(std::move(run)); }
+  void Close() override { queue_.Close(); }
+
+ private:
+  BoundedQueue<ItemRun>& queue_;
+};
+
+// Produces the items of one stream into a RunSink.
 class Emitter {
  public:
   // `input_fd`: the open --input (or -1 for --count); `skip`: sorted,
   // disjoint [begin, end) ranges of seqs the sink already holds.
-  Emitter(const ProducerOptions& options, const StopSignal& stop,
-          BoundedQueue<ItemRun>& queue, RunPool& pool, ProducerCounters& counters,
-          int input_fd, std::vector<std::pair<uint64_t, uint64_t>> skip)
+  Emitter(const ProducerOptions& options, const StopSignal& stop, RunSink& sink,
+          RunPool& pool, ProducerCounters& counters, int input_fd,
+          std::vector<std::pair<uint64_t, uint64_t>> skip)
       : options_(options),
         stop_(stop),
-        queue_(queue),
+        sink_(sink),
         pool_(pool),
         counters_(counters),
         input_fd_(input_fd),
         skip_(std::move(skip)) {}
 
   // Emits the stream; on success (or a stop) ends it with its end-of-stream.
-  // Closes the queue in every case.
+  // Closes the sink in every case. A failure of the sink's is its own to
+  // report: then this returns kAborted.
   Status EmitStream() {
     Status status = input_fd_ >= 0 ? ReadLines(input_fd_) : EmitCount();
     if (status.ok() || status.code() == StatusCode::kCancelled) {
       bool ok = Flush();
       if (ok) {
         run_.Append(Item::EndOfStream(options_.stream, next_));
-        ok = queue_.Push(std::move(run_));
+        ok = sink_.Put(std::move(run_));
       }
-      if (!ok) status = Internal("queue closed before the end-of-stream");
+      if (!ok) status = SinkFailed();
     }
-    queue_.Close();
+    sink_.Close();
     return status;
   }
+
+  static Status SinkFailed() { return Internal("the send side stopped taking items"); }
 
  private:
   // True if the sink already holds `seq` (a resumed stream).
@@ -80,12 +110,12 @@ class Emitter {
     return run_.size() < options_.flags.send.batch_items || Flush();
   }
 
-  // Hands the run emitted so far to the send loop.
+  // Hands the run emitted so far to the sink.
   bool Flush() {
     if (run_.empty()) return true;
     const size_t n = run_.size();
-    if (!queue_.Push(std::move(run_))) return false;
     counters_.emitted.Add(n);
+    if (!sink_.Put(std::move(run_))) return false;
     run_ = pool_.Get();
     return true;
   }
@@ -100,7 +130,7 @@ class Emitter {
         i = end - 1;
         continue;
       }
-      if (!Emit(std::to_string(i))) return Internal("queue closed");
+      if (!Emit(std::to_string(i))) return SinkFailed();
     }
     return Status::Ok();
   }
@@ -129,7 +159,8 @@ class Emitter {
   }
 
   // Reads with poll() on the input and the stop fd, so that a stop request
-  // interrupts a read from a quiet stdin.
+  // interrupts a read from a quiet stdin; while the input is quiet, the
+  // sink's idle work (resends) runs when due.
   Status ReadLines(int fd) {
     const size_t max_line = options_.max_item_bytes;
     constexpr size_t kKeptOfTooLarge = 256;
@@ -139,11 +170,21 @@ class Emitter {
     uint64_t line_number = 0;
     while (true) {
       pollfd fds[2] = {{fd, POLLIN, 0}, {stop_.fd(), POLLIN, 0}};
-      if (poll(fds, 2, -1) < 0) {
+      int timeout_ms = -1;
+      if (const auto due = sink_.IdleUntil()) {
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(*due - Clock::now());
+        timeout_ms = static_cast<int>(std::clamp<int64_t>(left.count(), 0, 60'000));
+      }
+      const int ready = poll(fds, 2, timeout_ms);
+      if (ready < 0) {
         if (errno == EINTR) continue;
         return Internal(std::string("poll on --input: ") + std::strerror(errno));
       }
       if (fds[1].revents & POLLIN) return Cancelled("stopped");
+      if (ready == 0) {
+        if (!sink_.Idle()) return SinkFailed();
+        continue;
+      }
       ssize_t n = read(fd, buffer, sizeof(buffer));
       if (n < 0) {
         if (errno == EINTR || errno == EAGAIN) continue;
@@ -170,27 +211,27 @@ class Emitter {
         bool ok = too_large_length > 0
                       ? EmitTooLarge(std::move(line), too_large_length, line_number)
                       : Emit(std::move(line));
-        if (!ok) return Internal("queue closed");
+        if (!ok) return SinkFailed();
         too_large_length = 0;
         line.clear();
         p = nl + 1;
       }
       // Batching never waits: what this read brought goes out now, before
       // the next read blocks on a quiet input.
-      if (!Flush()) return Internal("queue closed");
+      if (!Flush()) return SinkFailed();
     }
     if (!line.empty() || too_large_length > 0) {  // Last line without a newline.
       bool ok = too_large_length > 0
                     ? EmitTooLarge(std::move(line), too_large_length, line_number + 1)
                     : Emit(std::move(line));
-      if (!ok) return Internal("queue closed");
+      if (!ok) return SinkFailed();
     }
     return Status::Ok();
   }
 
   const ProducerOptions& options_;
   const StopSignal& stop_;
-  BoundedQueue<ItemRun>& queue_;
+  RunSink& sink_;
   RunPool& pool_;
   ProducerCounters& counters_;
   const int input_fd_;
@@ -230,110 +271,119 @@ Status AckLoop(zmq::socket_t& socket, const StopSignal& done,
   }
 }
 
-// The send loop of the reliable mode: new items while the window has room,
-// resends of what timed out, and once the input is done, waiting for the
-// last acks. After a stop request it waits at most options.stop_grace.
-Status ReliableSendLoop(zmq::socket_t& socket, const StopSignal& stop,
-                        const ProducerOptions& options, BoundedQueue<ItemRun>& queue,
-                        RunPool& pool, InflightWindow& window,
-                        ProducerCounters& counters) {
-  using Clock = InflightWindow::Clock;
-  BatchSender sender(socket, stop, options.flags.send, counters.send);
-  const size_t batch_items = options.flags.send.batch_items;
-  std::vector<Item> items;  // Resends, or items from the backlog.
-  std::vector<ItemRun> runs;    // New items, a run at a time.
-  // Items taken from the queue that the window cannot take yet (beyond the
-  // flow limit, or beyond its span when the seqs of a resumed stream skip):
-  // sent once acks make room.
-  std::vector<Item> backlog;
-  bool input_done = false;
-  std::optional<Clock::time_point> stop_deadline;
-  // Sends what of `batch` fits the window; the rest goes to the backlog's
-  // front. Returns how many were sent (in `sent`).
-  auto send = [&](std::span<Item> batch, Clock::time_point now, size_t& sent) {
-    const size_t fit = window.Fitting(batch);
-    if (fit < batch.size()) {
-      backlog.insert(backlog.begin(), std::make_move_iterator(batch.begin() + fit),
-                     std::make_move_iterator(batch.end()));
+// The send side of the reliable mode, on the emitter's thread (so that an
+// item read from a quiet input goes out without a hand-off): sends what the
+// window lets through, waits for acks when it is full, resends what timed
+// out, and after the end-of-stream waits for the last acks. After a stop
+// request it waits at most options.stop_grace. Its first failure stays in
+// status(); runs go back to `pool`.
+class ReliableSender : public RunSink {
+ public:
+  ReliableSender(zmq::socket_t& socket, const StopSignal& stop,
+                 const ProducerOptions& options, RunPool& pool, InflightWindow& window,
+                 ProducerCounters& counters)
+      : stop_(stop),
+        options_(options),
+        pool_(pool),
+        window_(window),
+        counters_(counters),
+        sender_(socket, stop, options.flags.send, counters.send),
+        batch_items_(options.flags.send.batch_items) {}
+
+  bool Put(ItemRun&& run) override {
+    if (status_.ok()) status_ = Send(run.items());
+    pool_.Put(std::move(run));
+    return status_.ok();
+  }
+  std::optional<Clock::time_point> IdleUntil() const override { return wake_; }
+  bool Idle() override {
+    if (status_.ok()) status_ = Tick();
+    return status_.ok();
+  }
+
+  // After the last run: until everything sent is acknowledged.
+  Status Drain() {
+    while (status_.ok()) {
+      status_ = Tick();
+      if (!status_.ok() || window_.empty()) break;
+      window_.WaitForAck(wake_);
     }
-    sent = fit;
-    window.Add(batch.first(fit), now);
-    sender.set_give_up(window.last_progress() + options.give_up);
-    sender.set_frame_items(window.FrameItems(batch_items));
-    return fit == 0 ? Status::Ok()
-                    : sender.Send(std::span<const Item>(batch.first(fit)));
-  };
-  while (true) {
+    if (status_.ok() && sender_.unsent() > 0) {
+      status_ = Unavailable(std::to_string(sender_.unsent()) +
+                            " items could not be sent within the drain timeout");
+    }
+    return status_;
+  }
+  const Status& status() const { return status_; }
+
+ private:
+  // Sends `items` in order as the window lets them through.
+  Status Send(std::span<Item> items) {
+    while (!items.empty()) {
+      if (Status s = Tick(); !s.ok()) return s;
+      const size_t fit = window_.Fitting(items);
+      if (fit == 0) {
+        window_.WaitForAck(wake_);
+        continue;
+      }
+      window_.Add(items.first(fit), Clock::now());
+      if (Status s = SendFrames(items.first(fit)); !s.ok()) return s;
+      items = items.subspan(fit);
+    }
+    return Status::Ok();
+  }
+
+  Status SendFrames(std::span<const Item> items) {
+    sender_.set_give_up(window_.last_progress() + options_.give_up);
+    sender_.set_frame_items(window_.FrameItems(batch_items_));
+    return sender_.Send(items);
+  }
+
+  // Resends what timed out, checks the give-up and stop deadlines, and sets
+  // wake_: when to look again (nullopt: nothing outstanding).
+  Status Tick() {
     Clock::time_point now = Clock::now();
-    if (!stop_deadline && stop.requested()) stop_deadline = now + options.stop_grace;
-    items.clear();
-    if (size_t n = window.TakeExpired(now, batch_items, items); n > 0) {
-      counters.retransmits.Add(n);
-      sender.set_give_up(window.last_progress() + options.give_up);
-      sender.set_frame_items(window.FrameItems(batch_items));
-      Status s = sender.Send(items);
-      if (!s.ok()) return s;
-      continue;
+    if (!stop_deadline_ && stop_.requested()) stop_deadline_ = now + options_.stop_grace;
+    while (true) {
+      resends_.clear();
+      const size_t n = window_.TakeExpired(now, batch_items_, resends_);
+      if (n == 0) break;
+      counters_.retransmits.Add(n);
+      if (Status s = SendFrames(resends_); !s.ok()) return s;
+      now = Clock::now();
     }
-    if (input_done && backlog.empty() && window.empty()) break;
-    std::optional<Clock::time_point> wake = window.NextExpiry();
-    if (!window.empty()) {
-      Clock::time_point give_up_at = window.last_progress() + options.give_up;
-      if (now >= give_up_at) {
-        return Incomplete("no acknowledgement for " +
-                          std::to_string(options.give_up.count() / 1000.0) +
-                          " s; outstanding: " + window.DescribeOutstanding(10));
-      }
-      if (stop_deadline && now >= *stop_deadline) {
-        return Incomplete("stopped with " + window.DescribeOutstanding(10) +
-                          " not acknowledged within " +
-                          std::to_string(options.stop_grace.count() / 1000.0) +
-                          " s; run the same command (same --stream " +
-                          options.stream + ") to resume");
-      }
-      if (!wake || give_up_at < *wake) wake = give_up_at;
-      if (stop_deadline && *stop_deadline < *wake) wake = stop_deadline;
+    wake_ = window_.NextExpiry();
+    if (window_.empty()) return Status::Ok();
+    const Clock::time_point give_up_at = window_.last_progress() + options_.give_up;
+    if (now >= give_up_at) {
+      return Incomplete("no acknowledgement for " +
+                        std::to_string(options_.give_up.count() / 1000.0) +
+                        " s; outstanding: " + window_.DescribeOutstanding(10));
     }
-    if (!backlog.empty()) {
-      size_t take = std::min(backlog.size(), batch_items);
-      items.assign(std::make_move_iterator(backlog.begin()),
-                   std::make_move_iterator(backlog.begin() + take));
-      backlog.erase(backlog.begin(), backlog.begin() + take);
-      size_t sent = 0;
-      Status s = send(items, now, sent);
-      if (!s.ok()) return s;
-      if (sent == 0) window.WaitForAck(wake);
-      continue;
+    if (stop_deadline_ && now >= *stop_deadline_) {
+      return Incomplete("stopped with " + window_.DescribeOutstanding(10) +
+                        " not acknowledged within " +
+                        std::to_string(options_.stop_grace.count() / 1000.0) +
+                        " s; run the same command (same --stream " + options_.stream +
+                        ") to resume");
     }
-    size_t room = window.room();
-    if (input_done || room == 0) {
-      window.WaitForAck(wake);
-      continue;
-    }
-    // A run at a time: what does not fit the window waits in the backlog.
-    std::optional<size_t> n;
-    runs.clear();
-    if (wake) {
-      n = queue.PopUpToUntil(1, runs, *wake);
-    } else {
-      n = queue.PopUpTo(1, runs);
-    }
-    if (!n) continue;  // A timer is due.
-    if (*n == 0) {
-      input_done = true;
-      continue;
-    }
-    size_t sent = 0;
-    Status s = send(runs[0].items(), Clock::now(), sent);
-    pool.Put(std::move(runs[0]));
-    if (!s.ok()) return s;
+    if (!wake_ || give_up_at < *wake_) wake_ = give_up_at;
+    if (stop_deadline_ && *stop_deadline_ < *wake_) wake_ = stop_deadline_;
+    return Status::Ok();
   }
-  if (sender.unsent() > 0) {
-    return Unavailable(std::to_string(sender.unsent()) +
-                       " items could not be sent within the drain timeout");
-  }
-  return Status::Ok();
-}
+
+  const StopSignal& stop_;
+  const ProducerOptions& options_;
+  RunPool& pool_;
+  InflightWindow& window_;
+  ProducerCounters& counters_;
+  BatchSender sender_;
+  const size_t batch_items_;
+  std::vector<Item> resends_;
+  std::optional<Clock::time_point> wake_;
+  std::optional<Clock::time_point> stop_deadline_;
+  Status status_;
+};
 
 // What the sink said to this instance's hello.
 struct HelloOutcome {
@@ -567,20 +617,10 @@ Status RunProducer(const ProducerOptions& options, StopSignal& stop,
     }
   }
 
-  BoundedQueue<ItemRun> queue(RunCapacity(options.flags.queue_capacity,
-                                      options.flags.send.batch_items));
   RunPool pool;
-  Status read_status;
-  auto reader = StartThread("input", [&] {
-    Emitter emitter(options, stop, queue, pool, counters, input_fd, std::move(held));
-    read_status = emitter.EmitStream();
-  });
-  if (!reader.ok()) {
-    abandon(&acks_socket);
-    return reader.status();
-  }
-  Status send_status;
+  Status read_status, send_status;
   if (acks_socket) {
+    // Reading and sending on this thread: a line read goes out at once.
     InflightWindow window(
         options.window, options.retransmit,
         FlowOptions{.max_bytes = options.window_bytes,
@@ -592,21 +632,34 @@ Status RunProducer(const ProducerOptions& options, StopSignal& stop,
                            counters);
       socket.close();
     });
-    if (ack_thread.ok()) {
-      send_status = ReliableSendLoop(opened->socket, stop, options, queue,
-                                     pool, window, counters);
-      acks_done.Request();
-      ack_thread->join();
-      if (send_status.ok()) send_status = ack_status;
-    } else {
-      send_status = ack_thread.status();
+    if (!ack_thread.ok()) {
+      abandon(nullptr);
+      return ack_thread.status();
     }
+    ReliableSender sender(opened->socket, stop, options, pool, window, counters);
+    Emitter emitter(options, stop, sender, pool, counters, input_fd, std::move(held));
+    read_status = emitter.EmitStream();
+    send_status = sender.Drain();
+    acks_done.Request();
+    ack_thread->join();
+    if (send_status.ok()) send_status = ack_status;
   } else {
+    BoundedQueue<ItemRun> queue(RunCapacity(options.flags.queue_capacity,
+                                            options.flags.send.batch_items));
+    auto reader = StartThread("input", [&] {
+      QueueSink sink(queue);
+      Emitter emitter(options, stop, sink, pool, counters, input_fd, std::move(held));
+      read_status = emitter.EmitStream();
+    });
+    if (!reader.ok()) {
+      abandon(nullptr);
+      return reader.status();
+    }
     send_status = SendLoop(opened->socket, stop, options.flags.send, queue,
                            pool, counters.send);
+    queue.Close();  // Unblocks the reader if the send loop failed.
+    reader->join();
   }
-  queue.Close();  // Unblocks the reader if the send loop failed.
-  reader->join();
 
   if (!send_status.ok()) abandon(nullptr);  // Unacknowledged anyway.
   opened->socket.close();

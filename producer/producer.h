@@ -1,22 +1,26 @@
 // producer/producer.h
 //
 // The producer emits one stream: items with sequence numbers 0..N-1, then its
-// end-of-stream. Two threads joined by a bounded queue:
+// end-of-stream.
 //
-//   read thread (counts, or reads lines of a file/stdin) --queue--> send
-//   thread (the caller's; owns the PUSH socket, batches what is queued)
+// With acks (the default), the caller's thread counts or reads the lines of
+// a file/stdin and sends them itself (it owns the PUSH socket), so that an
+// item read from a quiet input leaves without a hand-off between threads.
+// It keeps every sent item in an InflightWindow until it is acknowledged,
+// and while the input is quiet its poll wakes for the resends that are due.
+// A second thread owns a SUB socket subscribed to the sink's acks for this
+// stream and applies them to the window. A full window, or a slow
+// downstream that fills the socket's high-water mark, blocks the reading:
+// the producer never drops and never grows. The run succeeds only once
+// every item and the end-of-stream are acknowledged; after `give_up`
+// without progress it fails (kIncomplete).
 //
-// A slow downstream fills the socket's high-water mark, the send thread
-// blocks, the queue fills and the read thread blocks: the producer never
-// drops and never grows.
+// With --acks off, two threads joined by a bounded queue:
 //
-// With acks (the default), a third thread owns a SUB socket subscribed to
-// the sink's acks for this stream, and the send thread keeps every sent item
-// in an InflightWindow until it is acknowledged, resending what times out.
-// The run succeeds only once every item and the end-of-stream are
-// acknowledged; after `give_up` without progress it fails (kIncomplete).
+//   read thread --queue--> send thread (the caller's; owns the PUSH socket,
+//   batches what is queued)
 //
-// On a stop request the read thread stops reading, the end-of-stream carries
+// On a stop request the reading stops, the end-of-stream carries
 // the number of items actually emitted, and everything is still sent (and,
 // with acks, acknowledged within `stop_grace`; what is not is reported, and
 // the same command resumes it).
