@@ -292,6 +292,9 @@ class ReliableSender : public RunSink {
 
   bool Put(ItemRun&& run) override {
     if (status_.ok()) status_ = Send(run.items());
+    // What was just sent may be the first outstanding item: IdleUntil()
+    // must know when it expires.
+    if (status_.ok()) status_ = Tick();
     pool_.Put(std::move(run));
     return status_.ok();
   }

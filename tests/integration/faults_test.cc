@@ -2,6 +2,11 @@
 // stage while workers are killed, frozen or starved. Every test checks the
 // sink's report: complete, unique = N, missing 0, every item written once.
 #include <signal.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 
 #include <random>
 
@@ -55,6 +60,50 @@ TEST(Faults, KillNineOfATokenWorkerMidStreamWithAReplacementLosesNothing) {
   ExpectExactOutcome(job, kItems);
   // The killed worker held items in its queues: they were replayed.
   EXPECT_GT(Retransmits(*job.producer), 0u);
+}
+
+// A worker killed while it holds the only line of a quiet input (a pipe
+// that stays open): the producer, waiting on its input, still resends the
+// line when it times out, and the replacement worker delivers it before any
+// more input comes.
+TEST(Faults, ALineHeldByAKilledWorkerIsResentWhileTheInputIsQuiet) {
+  TempDir dir;
+  const std::string fifo = dir.File("input");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
+  auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--output",
+                                    dir.File("out.txt"), "--progress", "off",
+                                    "--stats-interval", "0.05"});
+  auto ready = sink->WaitReady();
+  auto producer = Start("sluice-producer",
+                        {"--out", "@tcp://127.0.0.1:*", "--input", fifo, "--acks",
+                         ">" + ready["acks"], "--rto-min-ms", "200", "--rto-max-ms",
+                         "1000", "--stats-interval", "0.05"});
+  // Opening a FIFO waits for the other end: the producer opens it first thing.
+  std::FILE* input = std::fopen(fifo.c_str(), "we");  // Close-on-exec.
+  ASSERT_NE(input, nullptr);
+  const std::string producer_out = producer->WaitReady()["out"];
+  // Holds what it gets for an hour.
+  auto holder = Start("sluice-stage", {"--op", "token", "--latency-ms", "3600000",
+                                       "--in", ">" + producer_out, "--out",
+                                       ">" + ready["in"], "--stats-interval", "0.05"});
+  std::fputs("one\n", input);
+  std::fflush(input);
+  ASSERT_TRUE(WaitUntilCounterAtLeast(*holder, "rx_items", 1, std::chrono::seconds(20)))
+      << holder->err();
+  holder->Signal(SIGKILL);
+  EXPECT_EQ(holder->Wait(std::chrono::seconds(10)), 128 + SIGKILL);
+  auto replacement = Start("sluice-stage", {"--op", "pass", "--in", ">" + producer_out,
+                                            "--out", ">" + ready["in"]});
+  EXPECT_TRUE(WaitUntilCounterAtLeast(*sink, "items_new", 1, std::chrono::seconds(20)))
+      << sink->LastCounters().dump() << producer->err();
+  EXPECT_TRUE(WaitUntilCounterAtLeast(*producer, "retransmits", 1, std::chrono::seconds(5)))
+      << producer->err();
+  std::fclose(input);
+  ASSERT_EQ(sink->Wait(kJobTimeout), 0) << sink->err();
+  EXPECT_EQ(producer->Wait(kJobTimeout), 0) << producer->err();
+  replacement->Signal(SIGTERM);
+  EXPECT_EQ(replacement->Wait(std::chrono::seconds(30)), 0) << replacement->err();
+  EXPECT_EQ(ReadFile(dir.File("out.txt")), "one\n");
 }
 
 // Issue 4, 6b: repeated kill -9 of random workers of both stages.
