@@ -293,8 +293,9 @@ class ReliableSender : public RunSink {
   bool Put(ItemRun&& run) override {
     if (status_.ok()) status_ = Send(run.items());
     // What was just sent may be the first outstanding item: IdleUntil()
-    // must know when it expires.
-    if (status_.ok()) status_ = Tick();
+    // must know when it expires. Otherwise wake_ is due no later than the
+    // new items (sent last, they expire last), and Send() ticked already.
+    if (status_.ok() && !wake_) status_ = Tick();
     pool_.Put(std::move(run));
     return status_.ok();
   }
