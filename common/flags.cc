@@ -13,9 +13,11 @@ void AddCommonFlags(po::options_description& options, unsigned sets,
       ("linger-ms", po::value<int64_t>()->default_value(d.socket.linger_ms),
        "on exit, how long sockets may still flush queued frames (ms)")
       ("heartbeat-ms", po::value<int64_t>()->default_value(d.socket.heartbeat_ms),
-       "ping each connection's peer every MS; a peer silent for 5 x MS "
-       "(a vanished host, a dropped link) is disconnected, so that its "
-       "work is replayed then, not after TCP gives up (0: off)")
+       "liveness: probe each connection's peer every MS (TCP keepalive, "
+       "whole seconds); a peer that answers nothing or takes no data for "
+       "5 x MS (a vanished host, a dropped link, a frozen process) is "
+       "disconnected, so that its work is replayed then, not after TCP "
+       "gives up (0: off)")
       ("stats-interval", po::value<double>()->default_value(
                              d.stats_interval.count() / 1000.0),
        "log the counters every S seconds (0: only at exit)")

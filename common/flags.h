@@ -5,7 +5,7 @@
 //   --hwm N              socket high-water mark, in frames
 //   --queue N            internal queue capacity, in items
 //   --linger-ms MS       how long closing sockets may flush queued frames
-//   --heartbeat-ms MS    ZMTP pings; a peer silent for 5 x MS is dropped
+//   --heartbeat-ms MS    liveness probes; a peer silent for 5 x MS is dropped
 //   --max-frame-bytes N  receivers: largest frame decoded
 //   --batch-items N      senders: most items per frame
 //   --batch-bytes N      senders: a frame is cut once it holds this much

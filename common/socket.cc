@@ -107,12 +107,21 @@ StatusOr<OpenedSocket> OpenSocket(zmq::context_t& context,
     s.set(zmq::sockopt::linger, options.linger_ms);
     const bool curve = options.curve != nullptr && options.curve->enabled();
     if (options.heartbeat_ms > 0) {
-      const int timeout_ms = 5 * options.heartbeat_ms;
-      s.set(zmq::sockopt::heartbeat_ivl, options.heartbeat_ms);
-      s.set(zmq::sockopt::heartbeat_timeout, timeout_ms);
-      // The TTL asks the peer to drop us too if we fall silent (libzmq
-      // counts it in tenths of a second).
-      s.set(zmq::sockopt::heartbeat_ttl, std::max(100, timeout_ms / 100 * 100));
+      // Liveness is TCP's own, not ZMTP's PING/PONG: libzmq 4.3.4 (Debian
+      // bookworm's) aborts the process in its heartbeat timer when a
+      // connection's input had stopped (a full pipe) and then failed --
+      // exactly what a peer frozen for a few seconds causes
+      // (stream_engine_base.cpp, `!_io_error`). Keepalive probes find a
+      // vanished host on an idle connection; TCP_USER_TIMEOUT (ZMQ_TCP_MAXRT)
+      // drops one whose data, or whose zero window, has gone unanswered for
+      // as long. The kernel answers both, so no peer input and no scheduler
+      // pause can reach an assert.
+      const int probe_s = std::max(1, (options.heartbeat_ms + 999) / 1000);
+      s.set(zmq::sockopt::tcp_keepalive, 1);
+      s.set(zmq::sockopt::tcp_keepalive_idle, probe_s);
+      s.set(zmq::sockopt::tcp_keepalive_intvl, probe_s);
+      s.set(zmq::sockopt::tcp_keepalive_cnt, kLivenessProbes);
+      s.set(zmq::sockopt::tcp_maxrt, kLivenessProbes * options.heartbeat_ms);
     }
     if (type == zmq::socket_type::push) {
       s.set(zmq::sockopt::sndhwm, options.hwm);

@@ -13,12 +13,15 @@
 //  - PUSH sockets set ZMQ_IMMEDIATE, so frames wait in our queue, not in a
 //    pipe to a peer that never finished connecting;
 //  - linger is bounded (SocketOptions::linger_ms);
-//  - every connection is pinged (ZMTP heartbeats, SocketOptions::
-//    heartbeat_ms): a peer whose host vanished, or whose packets are
-//    dropped, is disconnected after 5 pings' time. PUSH then stops handing
-//    it frames, and what it held is replayed by the producer's window,
-//    seconds after the fault rather than after TCP's retransmissions give
-//    up (about 15 minutes on Linux).
+//  - every TCP connection is watched for liveness (SocketOptions::
+//    heartbeat_ms): TCP keepalive probes every heartbeat_ms (whole seconds,
+//    at least 1) and TCP_USER_TIMEOUT of 5 x heartbeat_ms. A peer whose
+//    host vanished, whose packets are dropped, or that takes no data at all
+//    (frozen, window shut) for that long is disconnected. PUSH then stops
+//    handing it frames, and what it held is replayed by the producer's
+//    window, seconds after the fault rather than after TCP's
+//    retransmissions give up (about 15 minutes on Linux). ZMTP heartbeats
+//    are not used: libzmq 4.3.4 can abort in their timer (socket.cc).
 //
 // Thread safety: a socket is made, used and closed by one thread.
 #ifndef SLUICE_COMMON_SOCKET_H_
@@ -44,12 +47,17 @@ namespace sluice {
 // stream id and a few bytes), with room to spare.
 inline constexpr int kMaxSubscriptionBytes = 256;
 
+// A peer silent for this many liveness intervals (--heartbeat-ms) is dropped.
+inline constexpr int kLivenessProbes = 5;
+
 struct SocketOptions {
   int hwm = 64;                                   // Frames, each direction.
   size_t max_frame_bytes = kDefaultMaxFrameBytes;  // Receivers' decode limit.
   int linger_ms = 5000;                           // Bounded linger on close.
-  // ZMTP PING every heartbeat_ms; no traffic from the peer for 5 x that
-  // drops the connection (and the peer is told the same TTL). 0: off.
+  // Liveness: TCP keepalive probes every heartbeat_ms (rounded up to whole
+  // seconds); a connection whose peer answers nothing, or takes none of
+  // our data, for kLivenessProbes x heartbeat_ms is dropped. 0: off (TCP's
+  // own timeouts, minutes).
   int heartbeat_ms = 1000;
   // Watch the socket's handshakes (log failures, tally peers for
   // WaitForPeers); set up before any bind/connect so that no early peer is

@@ -17,6 +17,11 @@ constexpr double kMinTargetWaitUs = 1000;
 // slot, so a worker keeps a few ready: measured, 0.5 x the op time per item
 // left 55% of 40 slots busy, 2 x 90%, 4 x 95% (20 workers of 2 threads).
 constexpr double kTargetWaitPerOpTime = 4;
+// And at least one gap between acks: items done and waiting for their ack
+// are outside the workers, and a worker whose queue drains before the next
+// ack idles (one worker of 2 threads, 1 ms per item, 20 ms between acks:
+// a target of 4 x the op time gave 938 items/s of 2,000).
+constexpr double kTargetWaitPerAckGap = 1;
 // Released slots keep payload buffers up to this size for the next item.
 constexpr size_t kKeptPayloadBytes = 256;
 
@@ -135,7 +140,22 @@ void InflightWindow::Adapt(const AckMessage& ack, size_t released,
   }
   queued_us_ = 0.75 * queued_us_ + 0.25 * queued;
   op_us_ = 0.75 * op_us_ + 0.25 * op;
-  const double target = std::max(kMinTargetWaitUs, op_us_ * kTargetWaitPerOpTime);
+  // The time between acks. The sink acks in batches (--ack-interval-ms),
+  // so the window opens in bursts, and an item that is done waits for its
+  // ack outside any worker. A worker must hold enough to stay busy from one
+  // ack to the next: a burst that drains in one gap waits half a gap on
+  // average, so a target below the gap starves the workers. Gaps with the
+  // window empty in between say nothing (the load was low); one sample may
+  // move the estimate at most fourfold (a stall is not the cadence).
+  if (last_release_at_ && had_outstanding_) {
+    double gap = Ms(now - *last_release_at_) * 1000;
+    if (ack_gap_us_ > 0) gap = std::min(gap, 4 * ack_gap_us_);
+    ack_gap_us_ = ack_gap_us_ == 0 ? gap : 0.875 * ack_gap_us_ + 0.125 * gap;
+  }
+  last_release_at_ = now;
+  had_outstanding_ = data_entries_ > 0;
+  const double target = std::max({kMinTargetWaitUs, op_us_ * kTargetWaitPerOpTime,
+                                  ack_gap_us_ * kTargetWaitPerAckGap});
   const double capacity = static_cast<double>(capacity_);
   const double floor = static_cast<double>(std::max(flow_.min_limit, flow_.peers));
 

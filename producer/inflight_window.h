@@ -36,15 +36,18 @@
 // the sink sums both into its acks. limit() caps the items outstanding: it
 // starts at FlowOptions::initial_limit, grows with each ack while the items
 // barely wait, and otherwise moves, once per round trip, by the measured
-// throughput x (target wait - measured wait), Little's law, where the target
-// wait is half the measured op time per item (so each worker keeps about
-// half an item per busy slot ready) and at least 1 ms. Cheap ops are not
-// timed: a pipeline of them sees no waiting and gets the whole capacity.
+// throughput x (target wait - measured wait), Little's law. The target wait
+// is 4 x the measured op time per item (round-robin hands items to workers
+// in turn, so each keeps a few ready), at least 1 ms, and at least the
+// time between two acks: the limit counts items that are done and only
+// wait for the sink's next ack batch, and the workers must not run dry
+// while they do. Cheap ops are not timed: a pipeline of them sees no
+// waiting and gets the whole capacity.
 //
 // The end-of-stream is an entry like the items (outside the capacity).
 //
-// Thread safety: all methods may be called from any thread; the ack thread
-// calls Ack(), the send thread the rest.
+// Thread safety: all methods may be called from any thread; the producer's
+// ack reader calls Ack(), its sending loop the rest.
 #ifndef SLUICE_PRODUCER_INFLIGHT_WINDOW_H_
 #define SLUICE_PRODUCER_INFLIGHT_WINDOW_H_
 
@@ -214,6 +217,11 @@ class InflightWindow {
   double queued_us_ = 0, op_us_ = 0;             // Smoothed. Guarded by mu_.
   bool have_timing_ = false;                     // Guarded by mu_.
   double rate_ = 0;  // Items acked per second, smoothed. Guarded by mu_.
+  // Time between acks that release something, smoothed (us), and when the
+  // last one came, and whether items were still outstanding after it.
+  double ack_gap_us_ = 0;                        // Guarded by mu_.
+  std::optional<Clock::time_point> last_release_at_;  // Guarded by mu_.
+  bool had_outstanding_ = false;                 // Guarded by mu_.
   Clock::time_point round_start_;                // Guarded by mu_.
   uint64_t round_released_ = 0;                  // Guarded by mu_.
   int backoff_ = 0;                              // Guarded by mu_.
