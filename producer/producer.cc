@@ -24,8 +24,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Where the emitter's runs go: a queue to a send thread (acks off), or the
-// reliable sender on the emitter's own thread (acks on).
+// Where the emitter's runs go: with acks off, a queue to the caller's thread,
+// which sends (SendLoop); with acks, the reliable sender, on the emitter's
+// own thread.
 class RunSink {
  public:
   virtual ~RunSink() = default;
@@ -39,7 +40,7 @@ class RunSink {
   virtual void Close() {}
 };
 
-// Hands runs to a send thread through a bounded queue.
+// Hands runs through a bounded queue to the thread that sends (acks off).
 class QueueSink : public RunSink {
  public:
   explicit QueueSink(BoundedQueue<ItemRun>& queue) : queue_(queue) {}
@@ -67,8 +68,9 @@ class Emitter {
         skip_(std::move(skip)) {}
 
   // Emits the stream; on success (or a stop) ends it with its end-of-stream.
-  // Closes the sink in every case. A failure of the sink's is its own to
-  // report: then this returns kAborted.
+  // Closes the sink in every case. If the sink stops taking runs, this
+  // returns SinkFailed() (kInternal), which says only that: the sink's own
+  // status says why, and RunProducer reports that one instead.
   Status EmitStream() {
     Status status = input_fd_ >= 0 ? ReadLines(input_fd_) : EmitCount();
     if (status.ok() || status.code() == StatusCode::kCancelled) {

@@ -77,7 +77,7 @@ struct ProducerOptions {
 };
 
 struct ProducerCounters {
-  Counter emitted;       // Items handed to the send thread.
+  Counter emitted;       // Items handed to the sending side (queue or window).
   Counter acked;         // Entries released by acks (items + end-of-stream).
   Counter ack_frames;    // Ack frames accepted.
   Counter retransmits;   // Items and end-of-stream markers sent again.
