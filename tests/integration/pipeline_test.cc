@@ -244,6 +244,32 @@ TEST(Pipeline, ItemThatNeverArrivesMakesTheSinkExit75WithTheMissingCount) {
   EXPECT_NE(sink->out().find("INCOMPLETE"), std::string::npos) << sink->out();
 }
 
+// Issue 21: without an end-of-stream the sink does not know how many items
+// a stream has; its summary once said "INCOMPLETE: 3 of 0 items".
+TEST(Pipeline, SinkSummarySaysOfUnknownForAStreamWithoutItsEndOfStream) {
+  auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--idle-timeout",
+                                    "60", "--progress", "off"});
+  Injector producer(sink->WaitReady()["in"]);
+  producer.Send(BatchFrame("endless", {0, 1, 2}));
+  // Logged as the sink takes the frame's items, all under one lock.
+  ASSERT_TRUE(sink->WaitForOutput(
+      [](const std::string&, const std::string& err) {
+        return err.find("stream endless: first message") != std::string::npos;
+      },
+      std::chrono::seconds(30)))
+      << sink->err();
+  sink->Signal(SIGTERM);
+  ASSERT_EQ(sink->Wait(std::chrono::seconds(30)), 75) << sink->err();
+  const std::string out = sink->out();
+  EXPECT_NE(out.find("stream endless: INCOMPLETE, 3/unknown unique"), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("INCOMPLETE: 3 of unknown items in 1 stream(s) (1 without an "
+                     "end-of-stream yet)"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(out.find(" of 0 items"), std::string::npos) << out;
+}
+
 TEST(Pipeline, SinkWithNothingToDoExits75AfterTheIdleTimeout) {
   auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*",
                                     "--idle-timeout", "0.3", "--progress", "off"});
