@@ -20,6 +20,11 @@
 //   read thread --queue--> send thread (the caller's; owns the PUSH socket,
 //   batches what is queued)
 //
+// and, once the stream is complete, the frames libzmq still queues (the
+// only copy of the stream's tail) are flushed without a time bound, for as
+// long as a connected peer has frames to take; --linger-ms bounds the flush
+// only after a stop or a failure.
+//
 // On a stop request the reading stops, the end-of-stream carries
 // the number of items actually emitted, and everything is still sent (and,
 // with acks, acknowledged within `stop_grace`; what is not is reported, and
