@@ -16,7 +16,6 @@
 
 #include <algorithm>
 #include <cassert>
-#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
@@ -47,26 +46,6 @@ class BoundedQueue {
     return true;
   }
 
-  // Pushes every element of `items` in order, blocking whenever the queue is
-  // full, and taking the lock once per run of free slots rather than once per
-  // item. Returns the number pushed: items.size() unless the queue closed.
-  size_t PushAll(std::vector<T>& items) {
-    size_t pushed = 0;
-    while (pushed < items.size()) {
-      std::unique_lock<std::mutex> lock(mu_);
-      AwaitRoom(lock);
-      if (closed_) return pushed;
-      size_t room = capacity_ - items_.size();
-      size_t n = std::min(room, items.size() - pushed);
-      for (size_t i = 0; i < n; ++i) {
-        items_.push_back(std::move(items[pushed + i]));
-      }
-      pushed += n;
-      WakeAfterPush(lock);
-    }
-    return pushed;
-  }
-
   // Blocks while empty and open. nullopt only once closed and drained.
   std::optional<T> Pop() {
     std::unique_lock<std::mutex> lock(mu_);
@@ -89,21 +68,6 @@ class BoundedQueue {
     ++consumers_waiting_;
     not_empty_.wait(lock, [&] { return closed_ || !items_.empty(); });
     --consumers_waiting_;
-    return TakeUpTo(max_items, out, lock);
-  }
-
-  // Like PopUpTo(), but gives up at `deadline`: nullopt then (the queue was
-  // empty and open all along); 0 once closed and drained.
-  template <typename Clock, typename Duration>
-  std::optional<size_t> PopUpToUntil(
-      size_t max_items, std::vector<T>& out,
-      std::chrono::time_point<Clock, Duration> deadline) {
-    std::unique_lock<std::mutex> lock(mu_);
-    ++consumers_waiting_;
-    const bool ready = not_empty_.wait_until(
-        lock, deadline, [&] { return closed_ || !items_.empty(); });
-    --consumers_waiting_;
-    if (!ready) return std::nullopt;
     return TakeUpTo(max_items, out, lock);
   }
 

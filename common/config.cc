@@ -60,7 +60,21 @@ std::optional<int> ParseCommandLine(const ProgramInfo& info,
   all.add(options).add(common);
 
   try {
-    po::store(po::command_line_parser(argc, argv).options(all).run(), vm);
+    po::parsed_options parsed = po::command_line_parser(argc, argv).options(all).run();
+    // Program_options keeps a word that belongs to no flag as a nameless
+    // "positional" option, and store() skips those: without this check a
+    // stray word (a value left over after its flag, a forgotten "--") would
+    // be ignored without a word.
+    for (const po::option& option : parsed.options) {
+      if (option.position_key < 0) continue;
+      const std::string word = option.value.empty() ? "" : option.value.front();
+      return ReportUsageError(
+          info.name, "unexpected argument '" + word + "': " + info.name +
+                         " takes no positional arguments (every value follows its "
+                         "flag: --flag VALUE or --flag=VALUE; a list is one word, "
+                         "comma-separated)");
+    }
+    po::store(parsed, vm);
     if (vm.count("help")) {
       std::cout << "Usage: " << info.name << " [flags]\n\n"
                 << info.summary << "\n\n"

@@ -1,10 +1,61 @@
 #include "common/endpoint.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <charconv>
 #include <string>
 
 namespace sluice {
 namespace {
+
+bool IsHostNameChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         c == '-' || c == '.' || c == '_';
+}
+
+// HOST of tcp://HOST:PORT, other than "*". libzmq takes a word it cannot
+// read as an address for a name to look up (and, when binding, for an
+// interface), so a mistyped address would fail only later, out of sight:
+// at connect, in a resolver retried every few hundred milliseconds. What
+// is clearly meant as an address is checked as one here.
+Status CheckTcpHost(std::string_view host, Role role, std::string_view part) {
+  const std::string quoted = "endpoint '" + std::string(part) + "' has host '" +
+                             std::string(host) + "'";
+  if (host.front() == '[') {
+    // [IPv6], optionally with a %zone.
+    if (host.size() < 3 || host.back() != ']') {
+      return InvalidArgument(quoted + ", which is not an IPv6 address in brackets");
+    }
+    std::string address(host.substr(1, host.size() - 2));
+    address = address.substr(0, address.find('%'));
+    in6_addr parsed;
+    if (inet_pton(AF_INET6, address.c_str(), &parsed) != 1) {
+      return InvalidArgument(quoted + ", which is not an IPv6 address");
+    }
+    return Status::Ok();
+  }
+  if (host.find_first_not_of("0123456789.") == std::string_view::npos) {
+    // Digits and dots only: that is an IPv4 address or a typo, never a name.
+    in_addr parsed;
+    if (inet_pton(AF_INET, std::string(host).c_str(), &parsed) != 1) {
+      return InvalidArgument(quoted + ", which is not an IPv4 address (four "
+                             "numbers 0..255 separated by dots)");
+    }
+    return Status::Ok();
+  }
+  // A bound host may name an interface, whose name Linux hardly limits; a
+  // connecting one is a DNS name (or libzmq's "SOURCE;HOST" form).
+  if (role == Role::kConnect) {
+    for (char c : host) {
+      if (!IsHostNameChar(c) && c != ';' && c != ':') {
+        return InvalidArgument(quoted + ", which is not a host name (letters, "
+                               "digits, '-', '_' and '.') or an address");
+      }
+    }
+  }
+  return Status::Ok();
+}
 
 Status CheckTcpAddress(std::string_view rest, Role role,
                        std::string_view part) {
@@ -30,11 +81,14 @@ Status CheckTcpAddress(std::string_view rest, Role role,
                            std::string(port) + "'; expected 1..65535 or *");
   }
   std::string_view host = rest.substr(0, colon);
-  if (host == "*" && role == Role::kConnect) {
-    return InvalidArgument("endpoint '" + std::string(part) +
-                           "' connects, so it needs a host name, not *");
+  if (host == "*") {
+    if (role == Role::kConnect) {
+      return InvalidArgument("endpoint '" + std::string(part) +
+                             "' connects, so it needs a host name, not *");
+    }
+    return Status::Ok();
   }
-  return Status::Ok();
+  return CheckTcpHost(host, role, part);
 }
 
 }  // namespace

@@ -84,23 +84,6 @@ StatusOr<std::optional<ReceiveEnd>> FrameReceiver::Receive(
   return Ended();
 }
 
-StatusOr<ReceiveEnd> ReceiveLoop(zmq::socket_t& socket, const StopSignal& stop,
-                                 const ReceiveOptions& options,
-                                 BoundedQueue<ItemRun>& queue, RunPool& pool,
-                                 ReceiveCounters& counters) {
-  FrameReceiver receiver(socket, stop, options, counters);
-  std::vector<ItemRun> runs;
-  while (true) {
-    StatusOr<std::optional<ReceiveEnd>> got = receiver.Receive(runs, pool, 1, std::nullopt);
-    if (!got.ok()) return got.status();
-    if (*got) return **got;
-    for (ItemRun& run : runs) {
-      if (!queue.Push(std::move(run))) return ReceiveEnd::kQueueClosed;
-    }
-    runs.clear();
-  }
-}
-
 Status BatchSender::SendFrame(zmq::message_t frame, uint64_t n_items,
                               bool end) {
   const uint64_t count = n_items + (end ? 1 : 0);

@@ -2,15 +2,14 @@
 //
 // The edges of a process: FrameReceiver (PULL socket -> decode -> runs, one
 // run per frame, for a thread that does other work between receives, as
-// the sink's does), ReceiveLoop (the same into a bounded queue, on a thread
-// of its own) and SendLoop (bounded queue of Runs -> batch frames -> PUSH
-// socket). Each owns its socket for the duration. Runs go back to a RunPool
-// once used, so that their storage is reused.
+// the sink's does), BatchSender (items -> batch frames -> PUSH socket) and
+// SendLoop (a BatchSender fed by a bounded queue of runs). Each owns its
+// socket for the duration. Runs go back to a RunPool once used, so that
+// their storage is reused.
 //
-// Backpressure: ReceiveLoop blocks pushing into a full queue, and a
-// FrameReceiver's thread reads only when it asks; either way the socket
-// fills and the sender upstream meets its high-water mark. SendLoop blocks
-// in send when every peer is at its high-water mark.
+// Backpressure: a FrameReceiver's thread reads only when it asks, so the
+// socket fills and the sender upstream meets its high-water mark. Sending
+// blocks when every peer is at its high-water mark.
 //
 // Wire input is untrusted: each rejected frame is counted by reason, logged
 // (one rate-limited line), dropped, and receiving goes on.
@@ -52,9 +51,8 @@ struct ReceiveOptions {
 };
 
 enum class ReceiveEnd {
-  kStopped,      // `stop` was requested.
-  kIdle,         // No accepted frame for idle_timeout.
-  kQueueClosed,  // The consumer closed `queue`.
+  kStopped,  // `stop` was requested.
+  kIdle,     // No accepted frame for idle_timeout.
 };
 
 // Receives frames into runs when asked. Not thread-safe: one thread owns it
@@ -84,13 +82,6 @@ class FrameReceiver {
   zmq::message_t frame_;
   std::chrono::steady_clock::time_point last_accepted_ = std::chrono::steady_clock::now();
 };
-
-// Receives until one of ReceiveEnd happens; never closes `queue` itself.
-// Each accepted frame becomes one run (taken from `pool`).
-StatusOr<ReceiveEnd> ReceiveLoop(zmq::socket_t& socket, const StopSignal& stop,
-                                 const ReceiveOptions& options,
-                                 BoundedQueue<ItemRun>& queue, RunPool& pool,
-                                 ReceiveCounters& counters);
 
 // Decodes `frame` into `run` (appending) and counts it; a rejected frame is
 // counted by reason, logged through `log` and leaves `run` unchanged.

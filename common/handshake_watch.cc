@@ -27,10 +27,16 @@ void Signal(int fd) {
   (void)!write(fd, &one, sizeof(one));
 }
 
+// What this socket saw before at the address of a failed handshake.
+struct History {
+  bool connected = false;  // A handshake there succeeded.
+  bool mismatch = false;   // Plain met CURVE there.
+};
+
 // Why a handshake failed, as an operator would fix it; empty: logged
 // elsewhere.
 std::string Explain(const HandshakeWatch::SocketInfo& info, uint16_t event,
-                    uint32_t value, const std::string& address) {
+                    uint32_t value, const std::string& address, History history) {
   const std::string where = info.name + " " + address + ": ";
   if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
     if (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) {
@@ -67,25 +73,42 @@ std::string Explain(const HandshakeWatch::SocketInfo& info, uint16_t event,
            info.public_key + " (status " + std::to_string(value) +
            "): add its .pub to the server's --curve-allow";
   }
-  // No detail: the connection closed during the handshake, whichever side
-  // saw the mismatch first.
+  // No detail: the connection closed (or was reset) during the handshake.
+  // libzmq does not say why, and the causes look alike from here: a peer
+  // that is stopping, a proxy or port forward that accepts for a peer that
+  // is not there, a program that is not ZeroMQ, or the other side refusing
+  // a plain/CURVE mismatch before this side read its greeting. What this
+  // socket saw at the address before narrows it down.
   const std::string error = std::strerror(static_cast<int>(value));
   if (info.server) {
     return where + "a client closed the connection during the handshake (" + error +
            (info.curve ? "): a plain client, or one that expects another server key "
-                         "(its --curve-server), does that, as does a port probe"
+                         "(its --curve-server), does that, as do a client that is "
+                         "stopping and a port probe"
                        : "): a CURVE client does that to a plain socket (start this "
-                         "process with --curve-secret), as does a port probe");
+                         "process with --curve-secret), as do a client that is "
+                         "stopping and a port probe");
   }
-  if (info.curve) {
-    return where + "the server closed the connection during the CURVE handshake (" +
-           error + "): a server that holds another key than --curve-server, a "
-           "plain one, or a process that does not speak ZeroMQ does that";
+  const std::string closed = where + "the connection closed during the handshake (" +
+                             error + "): ";
+  if (history.mismatch) {
+    return closed + (info.curve
+                         ? "the server is plain (unencrypted), as an earlier attempt "
+                           "showed; start that peer with --curve-secret"
+                         : "the server requires CURVE, as an earlier attempt showed; "
+                           "start this process with --curve-secret and --curve-server");
   }
-  return where + "the server closed the connection during the handshake (" +
-         error + "): a server that requires CURVE does that to a plain client "
-         "(then start this process with --curve-secret and --curve-server), as "
-         "does a process that does not speak ZeroMQ";
+  if (history.connected) {
+    return closed + "the peer, connected before, is stopping or restarting; this "
+                    "socket reconnects when it is back";
+  }
+  return closed + "no ZeroMQ peer answered there. Either the peer is stopping or "
+                  "gone (a proxy or port forward, such as Docker's, accepts for a "
+                  "peer that is not running), or another program holds the port, or " +
+         (info.curve ? std::string("the server is plain or holds another key than "
+                                   "--curve-server")
+                     : std::string("the server requires CURVE (then start this "
+                                   "process with --curve-secret and --curve-server)"));
 }
 
 }  // namespace
@@ -99,6 +122,11 @@ struct HandshakeWatch::Watched {
   int failed_open = 0;
   std::atomic<int> peers{0};
   std::map<uint32_t, std::unique_ptr<RateLimitedLog>> logs;  // By kind.
+  // The thread's: by address (the peer's, for a socket that connects),
+  // what earlier handshakes there showed. Bounded by the endpoints a
+  // connecting socket has; a bound socket's events all carry its own
+  // address.
+  std::map<std::string, History> history;
 };
 
 HandshakeWatch::HandshakeWatch(zmq::context_t& context, Counter& failed)
@@ -166,6 +194,7 @@ void HandshakeWatch::OnEvent(Watched& watched, uint16_t event, uint32_t value,
   switch (event) {
     case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
       ++watched.peers_now;
+      watched.history[address].connected = true;
       break;
     case ZMQ_EVENT_DISCONNECTED:
       // The close of a connection whose handshake failed, or of a peer.
@@ -179,7 +208,12 @@ void HandshakeWatch::OnEvent(Watched& watched, uint16_t event, uint32_t value,
       ++watched.failed_open;
       failed_.Add();
       Signal(changed_fd_);
-      const std::string why = Explain(watched.info, event, value, address);
+      History& history = watched.history[address];
+      const std::string why = Explain(watched.info, event, value, address, history);
+      if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
+          value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) {
+        history.mismatch = true;
+      }
       if (why.empty()) {
         spdlog::debug("{} {}: a handshake failed: event {:#x}, value {}",
                       watched.info.name, address, event, value);

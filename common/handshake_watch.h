@@ -6,7 +6,13 @@
 //  - A handshake that fails is counted (handshake_failed) and logged with
 //    why, in words an operator can act on: a plain peer meeting a CURVE
 //    socket or the reverse (both sides log it), a CURVE peer holding
-//    another key than expected, a client key the server refused. The first
+//    another key than expected, a client key the server refused. A
+//    connection that merely closes during the handshake says nothing about
+//    why; it is explained from what the socket saw at that address before
+//    (a peer that was connected is restarting, one that showed a
+//    plain/CURVE mismatch still has it), and otherwise by its possible
+//    causes, the likeliest first: a peer stopping or gone (a proxy or port
+//    forward accepting for it), another program on the port, CURVE. The first
 //    failure of a kind on a socket is logged at once; repeats (a client
 //    reconnects every few hundred milliseconds) go out as one line with a
 //    count at most every 10 s. A bound socket's monitor names its own

@@ -24,8 +24,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Where the emitter's runs go: a queue to a send thread (acks off), or the
-// reliable sender on the emitter's own thread (acks on).
+// Where the emitter's runs go: with acks off, a queue to the caller's thread,
+// which sends (SendLoop); with acks, the reliable sender, on the emitter's
+// own thread.
 class RunSink {
  public:
   virtual ~RunSink() = default;
@@ -39,7 +40,7 @@ class RunSink {
   virtual void Close() {}
 };
 
-// Hands runs to a send thread through a bounded queue.
+// Hands runs through a bounded queue to the thread that sends (acks off).
 class QueueSink : public RunSink {
  public:
   explicit QueueSink(BoundedQueue<ItemRun>& queue) : queue_(queue) {}
@@ -67,8 +68,9 @@ class Emitter {
         skip_(std::move(skip)) {}
 
   // Emits the stream; on success (or a stop) ends it with its end-of-stream.
-  // Closes the sink in every case. A failure of the sink's is its own to
-  // report: then this returns kAborted.
+  // Closes the sink in every case. If the sink stops taking runs, this
+  // returns SinkFailed() (kInternal), which says only that: the sink's own
+  // status says why, and RunProducer reports that one instead.
   Status EmitStream() {
     Status status = input_fd_ >= 0 ? ReadLines(input_fd_) : EmitCount();
     if (status.ok() || status.code() == StatusCode::kCancelled) {
@@ -461,6 +463,38 @@ StatusOr<HelloOutcome> SayHello(zmq::socket_t& socket, const StopSignal& stop,
                      "Nothing was sent.");
 }
 
+// Shuts `context` down once its sockets, closed with linger -1, have handed
+// every queued frame to their peers. Says every few seconds that it is
+// still at it, and once what a stop request does then: libzmq cannot take
+// back frames it queues, so the wait goes on until the peers have them or
+// disconnect. Returns true (nothing was dropped by a timer).
+bool FlushCompleteStream(zmq::context_t& context, const StopSignal& stop,
+                         const std::string& stream) {
+  constexpr std::chrono::seconds kLogEvery{5};
+  const Clock::time_point start = Clock::now();
+  bool told_of_stop = false;  // The logging thread's.
+  {
+    PeriodicTask log(kLogEvery, [&] {
+      const double waited =
+          std::chrono::duration<double>(Clock::now() - start).count();
+      spdlog::info("stream {}: every item and the end-of-stream are sent; "
+                   "downstream is still taking the frames queued here "
+                   "({:.0f} s so far; without acks they are the only copy, so "
+                   "no timer drops them)",
+                   stream, waited);
+      if (stop.requested() && !told_of_stop) {
+        told_of_stop = true;
+        spdlog::warn("stream {}: stop requested while frames are still queued; "
+                     "they leave as downstream takes them, or go with a peer "
+                     "that disconnects (SIGKILL drops them all)",
+                     stream);
+      }
+    });
+    TerminateContext(context, -1);
+  }
+  return true;
+}
+
 }  // namespace
 
 nlohmann::json ProducerCounters::ToJson() const {
@@ -666,9 +700,20 @@ Status RunProducer(const ProducerOptions& options, StopSignal& stop,
   }
 
   if (!send_status.ok()) abandon(nullptr);  // Unacknowledged anyway.
+  // Without acks, the frames libzmq still queues when the stream is complete
+  // are the only copy of its tail: a bounded linger would drop them while a
+  // worker slower than this producer is still taking them. So the flush of
+  // a complete stream is unbounded (linger -1): it lasts as long as a peer
+  // still connected holds frames to take. A peer that disconnects takes its
+  // frames with it at once (its pipe goes), so this never waits for a peer
+  // that is gone. A stream that was stopped or failed keeps --linger-ms.
+  const bool flush_all = !acks_socket && send_status.ok() && read_status.ok() &&
+                         !stop.requested();
+  if (flush_all) opened->socket.set(zmq::sockopt::linger, -1);
   opened->socket.close();
   guards->Stop();
-  bool flushed = TerminateContext(context, options.flags.socket.linger_ms);
+  const bool flushed = flush_all ? FlushCompleteStream(context, stop, options.stream)
+                                 : TerminateContext(context, options.flags.socket.linger_ms);
   if (!send_status.ok()) return send_status;
   if (!read_status.ok() && read_status.code() != StatusCode::kCancelled) {
     return read_status;

@@ -20,6 +20,11 @@
 //   read thread --queue--> send thread (the caller's; owns the PUSH socket,
 //   batches what is queued)
 //
+// and, once the stream is complete, the frames libzmq still queues (the
+// only copy of the stream's tail) are flushed without a time bound, for as
+// long as a connected peer has frames to take; --linger-ms bounds the flush
+// only after a stop or a failure.
+//
 // On a stop request the reading stops, the end-of-stream carries
 // the number of items actually emitted, and everything is still sent (and,
 // with acks, acknowledged within `stop_grace`; what is not is reported, and
@@ -77,7 +82,7 @@ struct ProducerOptions {
 };
 
 struct ProducerCounters {
-  Counter emitted;       // Items handed to the send thread.
+  Counter emitted;       // Items handed to the sending side (queue or window).
   Counter acked;         // Entries released by acks (items + end-of-stream).
   Counter ack_frames;    // Ack frames accepted.
   Counter retransmits;   // Items and end-of-stream markers sent again.

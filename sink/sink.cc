@@ -697,7 +697,11 @@ Status WriteReport(const std::string& path, const nlohmann::json& report) {
 std::string Summary(const nlohmann::json& r) {
   std::ostringstream out;
   char numbers[256];
+  // A stream's size is known only from its end-of-stream.
+  size_t without_end = 0;
   for (const nlohmann::json& s : r["streams"]) {
+    const bool known = s["end_of_stream_seen"].get<bool>();
+    if (!known) ++without_end;
     std::snprintf(numbers, sizeof(numbers),
                   "%.3f s, %.0f items/s, latency p50 %.2f ms p99 %.2f ms",
                   s["elapsed_s"].get<double>(), s["items_per_s"].get<double>(),
@@ -705,7 +709,8 @@ std::string Summary(const nlohmann::json& r) {
                   s["latency_ms"]["p99"].get<double>());
     out << "stream " << s["stream"].get<std::string>() << ": "
         << (s["complete"].get<bool>() ? "complete" : "INCOMPLETE") << ", "
-        << s["unique"] << "/" << s["expected"] << " unique, " << s["missing"]
+        << s["unique"] << "/" << (known ? s["expected"].dump() : "unknown")
+        << " unique, " << s["missing"]
         << " missing, " << s["failed"] << " failed, " << s["duplicates"]
         << " duplicates, arrived "
         << (s["in_order"].get<bool>() ? "in order" : "out of order") << ", "
@@ -718,8 +723,13 @@ std::string Summary(const nlohmann::json& r) {
   std::snprintf(numbers, sizeof(numbers), "%.3f s, %.0f items/s",
                 r["elapsed_s"].get<double>(), r["items_per_s"].get<double>());
   out << (r["complete"].get<bool>() ? "COMPLETE" : "INCOMPLETE") << ": "
-      << r["unique"] << " of " << r["expected"] << " items in "
-      << r["streams"].size() << " stream(s), " << r["missing"] << " missing, "
+      << r["unique"] << " of "
+      << (without_end == 0 ? r["expected"].dump() : std::string("unknown")) << " items in "
+      << r["streams"].size() << " stream(s)"
+      << (without_end == 0 ? std::string()
+                           : " (" + std::to_string(without_end) +
+                                 " without an end-of-stream yet)")
+      << ", " << r["missing"] << " missing, "
       << r["failed"] << " failed, " << r["dropped"] << " dropped, "
       << r["duplicates"] << " duplicates, " << numbers << ", "
       << r["written"] << " written"

@@ -1,8 +1,9 @@
 #include "common/bounded_queue.h"
 
 #include <atomic>
-#include <numeric>
+#include <chrono>
 #include <set>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -10,7 +11,6 @@
 
 #include <fstream>
 #include <iterator>
-#include <optional>
 
 #include <gtest/gtest.h>
 
@@ -65,46 +65,6 @@ TEST(BoundedQueue, PushOnFullQueueBlocksUntilAPop) {
   EXPECT_EQ(q.Pop(), 3);
 }
 
-TEST(BoundedQueue, PopUpToUntilTimesOutOnAnEmptyQueueAndTakesWhatComes) {
-  BoundedQueue<int> q(8);
-  std::vector<int> out;
-  auto start = std::chrono::steady_clock::now();
-  // Empty and open: nullopt once the deadline passes, nothing taken.
-  EXPECT_EQ(q.PopUpToUntil(4, out, start + std::chrono::milliseconds(20)), std::nullopt);
-  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(20));
-  EXPECT_TRUE(out.empty());
-  // Items queued: taken at once, up to the maximum, without waiting.
-  for (int i = 0; i < 6; ++i) ASSERT_TRUE(q.Push(i));
-  EXPECT_EQ(q.PopUpToUntil(4, out, std::chrono::steady_clock::now() + std::chrono::hours(1)),
-            4u);
-  EXPECT_EQ(out, (std::vector<int>{0, 1, 2, 3}));
-  // A deadline already past still takes what is there.
-  out.clear();
-  EXPECT_EQ(q.PopUpToUntil(4, out, start), 2u);
-  EXPECT_EQ(out, (std::vector<int>{4, 5}));
-  // Closed and drained: 0, at once.
-  q.Close();
-  EXPECT_EQ(q.PopUpToUntil(4, out, std::chrono::steady_clock::now() + std::chrono::hours(1)),
-            0u);
-}
-
-TEST(BoundedQueue, PopUpToUntilWakesForAPushBeforeItsDeadline) {
-  BoundedQueue<int> q(8);
-  std::vector<int> out;
-  std::atomic<pid_t> tid{0};
-  std::optional<size_t> got;
-  std::thread consumer([&] {
-    tid = gettid();
-    got = q.PopUpToUntil(4, out, std::chrono::steady_clock::now() + std::chrono::hours(1));
-  });
-  while (tid == 0) std::this_thread::yield();
-  ASSERT_TRUE(WaitUntilAsleep(tid));
-  ASSERT_TRUE(q.Push(7));
-  consumer.join();
-  EXPECT_EQ(got, 1u);
-  EXPECT_EQ(out, (std::vector<int>{7}));
-}
-
 TEST(BoundedQueue, PopDrainsQueuedItemsAfterClose) {
   BoundedQueue<int> q(8);
   ASSERT_TRUE(q.Push(1));
@@ -143,32 +103,6 @@ TEST(BoundedQueue, PopUpToTakesWhatIsQueuedWithoutWaitingForMore) {
   EXPECT_EQ(out, (std::vector<int>{0, 1, 2, 3, 4}));
   q.Close();
   EXPECT_EQ(q.PopUpTo(10, out), 0u);
-}
-
-TEST(BoundedQueue, PushAllLargerThanCapacityCompletesAsConsumerDrains) {
-  BoundedQueue<int> q(3);
-  std::vector<int> items(100);
-  std::iota(items.begin(), items.end(), 0);
-  std::thread producer([&] { EXPECT_EQ(q.PushAll(items), 100u); q.Close(); });
-  std::vector<int> got;
-  while (q.PopUpTo(7, got) > 0) EXPECT_LE(q.size(), 3u);
-  producer.join();
-  std::vector<int> want(100);
-  std::iota(want.begin(), want.end(), 0);
-  EXPECT_EQ(got, want);
-}
-
-TEST(BoundedQueue, PushAllReportsHowManyWentInWhenClosed) {
-  BoundedQueue<int> q(2);
-  std::vector<int> items = {1, 2, 3, 4};
-  std::thread closer([&] {
-    EXPECT_EQ(q.Pop(), 1);  // Lets exactly one more in, then closes.
-    q.Close();
-  });
-  size_t pushed = q.PushAll(items);
-  closer.join();
-  EXPECT_GE(pushed, 2u);
-  EXPECT_LT(pushed, 4u);
 }
 
 // Many producers and consumers: every item is delivered exactly once and the

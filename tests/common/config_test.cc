@@ -55,6 +55,22 @@ TEST_F(ConfigTest, UnknownFlagIsAUsageError) {
   EXPECT_EQ(Parse({"--bogus"}), 64);
 }
 
+// Issue 21: Program_options keeps a word that belongs to no flag as a
+// nameless option and store() drops it, so "--count 3 4" ran with 3.
+TEST_F(ConfigTest, StrayPositionalArgumentIsAUsageErrorNamingIt) {
+  for (std::vector<const char*> args :
+       {std::vector<const char*>{"--count", "3", "4"}, {"extra"}, {"--", "--count"}}) {
+    ::testing::internal::CaptureStderr();
+    EXPECT_EQ(Parse(args), 64) << args.back();
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(err.find("unexpected argument '" + std::string(args.back()) + "'"),
+              std::string::npos)
+        << err;
+  }
+  EXPECT_EQ(Parse({"--count=3"}), std::nullopt);
+  EXPECT_EQ(vm_["count"].as<int64_t>(), 3);
+}
+
 TEST_F(ConfigTest, MalformedNumberIsAUsageError) {
   EXPECT_EQ(Parse({"--count", "many"}), 64);
   setenv("SLUICE_COUNT", "many", 1);

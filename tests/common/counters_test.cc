@@ -52,9 +52,27 @@ TEST(PeriodicTask, TicksRepeatedlyUntilDestroyed) {
   EXPECT_EQ(ThreadCount(), threads_before);
 }
 
-TEST(PeriodicTask, ZeroIntervalNeverTicksAndDestroysPromptly) {
+TEST(PeriodicTask, ZeroIntervalStartsNoThreadAndNeverTicks) {
   int ticks = 0;
-  { PeriodicTask task(std::chrono::milliseconds(0), [&] { ++ticks; }); }
+  const size_t threads_before = ThreadCount();
+  {
+    PeriodicTask task(std::chrono::milliseconds(0), [&] { ++ticks; });
+    // No thread, so nothing can ever call the task.
+    EXPECT_EQ(ThreadCount(), threads_before);
+  }
+  EXPECT_EQ(ticks, 0);
+}
+
+// Destruction wakes the thread instead of waiting out its interval: were it
+// to wait, this test would outlast its ctest timeout by a day.
+TEST(PeriodicTask, DestructionEndsTheThreadWithoutWaitingOutTheInterval) {
+  int ticks = 0;
+  const size_t threads_before = ThreadCount();
+  {
+    PeriodicTask task(std::chrono::hours(24), [&] { ++ticks; });
+    EXPECT_EQ(ThreadCount(), threads_before + 1);
+  }
+  EXPECT_EQ(ThreadCount(), threads_before);
   EXPECT_EQ(ticks, 0);
 }
 

@@ -41,7 +41,7 @@ TEST(Endpoint, MalformedEndpointsAreRejectedWithTheOffendingPart) {
   for (const char* bad :
        {"", "tcp://host", "tcp://host:0x", "tcp://host:70000", "tcp://:5",
         "udp://host:5", "host:5557", "@tcp://*:5557,", ",tcp://a:1",
-        ">tcp://*:5557", ">tcp://host:*", "ipc://", "@"}) {
+        ">tcp://*:5557", ">tcp://host:*", "ipc://", "@", "tcp://256.1.1.1:5"}) {
     auto parsed = ParseEndpoints(bad, Role::kConnect);
     EXPECT_FALSE(parsed.ok()) << "accepted '" << bad << "'";
     if (!parsed.ok()) {
@@ -58,6 +58,35 @@ TEST(Endpoint, MalformedEndpointsAreRejectedWithTheOffendingPart) {
             << parsed.status().message();
       }
     }
+  }
+}
+
+// Issue 21: libzmq takes a host it cannot read as an address for a name
+// to look up, so tcp://256.1.1.1:5 was accepted and failed only later, out
+// of sight, at every reconnect.
+TEST(Endpoint, HostThatLooksLikeAnAddressMustBeOne) {
+  for (const char* bad :
+       {"tcp://256.1.1.1:5", "@tcp://256.1.1.1:5", "tcp://1.2.3:5", "tcp://1.2.3.4.5:5",
+        "tcp://1..2.3:5", "tcp://12345:5", "tcp://[::zz]:5", "tcp://[::1:5",
+        "tcp://[]:5", ">tcp://bad host:5", ">tcp://a/b:5"}) {
+    auto parsed = ParseEndpoints(bad, Role::kConnect);
+    ASSERT_FALSE(parsed.ok()) << "accepted '" << bad << "'";
+    EXPECT_EQ(parsed.status().code(), StatusCode::kInvalidArgument);
+    std::string part(bad);
+    if (part.front() == '@' || part.front() == '>') part.erase(0, 1);
+    const std::string host = part.substr(6, part.rfind(':') - 6);
+    EXPECT_NE(parsed.status().message().find("has host '" + host + "'"), std::string::npos)
+        << parsed.status().message();
+  }
+}
+
+TEST(Endpoint, AddressesNamesAndInterfacesThatAreWellFormedAreAccepted) {
+  for (const char* good :
+       {"tcp://10.0.0.255:5", "tcp://0.0.0.0:5", "tcp://[::1]:5", "@tcp://[fe80::1%eth0]:*",
+        "tcp://sluice_hub-1.example.org:5", "tcp://localhost:5", "@tcp://eth0:5557",
+        "@tcp://127.0.0.1:*"}) {
+    auto parsed = ParseEndpoints(good, Role::kConnect);
+    EXPECT_TRUE(parsed.ok()) << good << ": " << parsed.status().message();
   }
 }
 

@@ -42,6 +42,23 @@ TEST(Cli, MalformedEndpointsExit64) {
   EXPECT_NE(err.find("99999"), std::string::npos) << err;
 }
 
+// Issue 21: a stray word and an address no host can have were accepted
+// without a word.
+TEST(Cli, StrayArgumentAndImpossibleAddressExit64WithOneClearMessage) {
+  for (const std::string& binary : kBinaries) {
+    std::string err;
+    Args args = binary == "sluice-stage" ? Args{"--op", "pass", "stray"} : Args{"stray"};
+    EXPECT_EQ(RunToExit(binary, args, nullptr, &err), 64) << binary;
+    EXPECT_NE(err.find("unexpected argument 'stray'"), std::string::npos) << err;
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 2) << "one message + hint: " << err;
+  }
+  std::string err;
+  EXPECT_EQ(RunToExit("sluice-producer", {"--out", "tcp://256.1.1.1:5"}, nullptr, &err), 64);
+  EXPECT_NE(err.find("'256.1.1.1'"), std::string::npos) << err;
+  EXPECT_NE(err.find("IPv4"), std::string::npos) << err;
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 2) << "one message + hint: " << err;
+}
+
 TEST(Cli, ImpossibleNumbersExit64WithTheFlagNamed) {
   struct Case {
     std::string binary;

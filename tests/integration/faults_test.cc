@@ -168,20 +168,26 @@ TEST(Faults, SinkHundredTimesSlowerKeepsEveryProcessUnderTheMemoryBound) {
   for (int i = 0; i < 2; ++i) {
     job.token.push_back(job.StartTokenWorker({"--latency-ms", "0"}));
   }
-  std::vector<Process*> all = {job.sink.get(), job.hub.get(), job.producer.get()};
-  for (auto& p : job.token) all.push_back(p.get());
-  for (auto& p : job.result) all.push_back(p.get());
+  // Each process with its role, to say which one peaked.
+  std::vector<std::pair<Process*, std::string>> all = {
+      {job.sink.get(), "sink"}, {job.hub.get(), "hub"}, {job.producer.get(), "producer"}};
+  for (size_t i = 0; i < job.token.size(); ++i) {
+    all.emplace_back(job.token[i].get(), "token worker " + std::to_string(i));
+  }
+  for (size_t i = 0; i < job.result.size(); ++i) {
+    all.emplace_back(job.result[i].get(), "result worker " + std::to_string(i));
+  }
   long peak = 0;
   std::string peak_of;
   int samples = 0;
   // Sample every 50 ms until the producer has every ack (the sampling
   // period is the wait, not a synchronisation).
   while (!job.producer->Wait(std::chrono::milliseconds(50))) {
-    for (Process* p : all) {
+    for (const auto& [p, role] : all) {
       long rss = p->RssKib();
       if (rss > peak) {
         peak = rss;
-        peak_of = p->err().substr(24, 15);
+        peak_of = role;
       }
     }
     ++samples;

@@ -244,6 +244,32 @@ TEST(Pipeline, ItemThatNeverArrivesMakesTheSinkExit75WithTheMissingCount) {
   EXPECT_NE(sink->out().find("INCOMPLETE"), std::string::npos) << sink->out();
 }
 
+// Issue 21: without an end-of-stream the sink does not know how many items
+// a stream has; its summary once said "INCOMPLETE: 3 of 0 items".
+TEST(Pipeline, SinkSummarySaysOfUnknownForAStreamWithoutItsEndOfStream) {
+  auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--idle-timeout",
+                                    "60", "--progress", "off"});
+  Injector producer(sink->WaitReady()["in"]);
+  producer.Send(BatchFrame("endless", {0, 1, 2}));
+  // Logged as the sink takes the frame's items, all under one lock.
+  ASSERT_TRUE(sink->WaitForOutput(
+      [](const std::string&, const std::string& err) {
+        return err.find("stream endless: first message") != std::string::npos;
+      },
+      std::chrono::seconds(30)))
+      << sink->err();
+  sink->Signal(SIGTERM);
+  ASSERT_EQ(sink->Wait(std::chrono::seconds(30)), 75) << sink->err();
+  const std::string out = sink->out();
+  EXPECT_NE(out.find("stream endless: INCOMPLETE, 3/unknown unique"), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("INCOMPLETE: 3 of unknown items in 1 stream(s) (1 without an "
+                     "end-of-stream yet)"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(out.find(" of 0 items"), std::string::npos) << out;
+}
+
 TEST(Pipeline, SinkWithNothingToDoExits75AfterTheIdleTimeout) {
   auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*",
                                     "--idle-timeout", "0.3", "--progress", "off"});
@@ -429,6 +455,48 @@ TEST(Cli, MetricsAddressThatCannotBeServedExits69) {
 }
 
 // Producer --input: one item per line of a file or of stdin.
+// Issue 21: with --acks off, a worker slower than the producer got the
+// whole stream only if the producer's frames drained within its bounded
+// linger: the producer had sent everything plus the end-of-stream and was
+// exiting, and whatever it still queued when the linger expired was
+// dropped (the producer exited 69, the sink never completed). A complete
+// stream is now flushed for as long as downstream takes it.
+// 4,000 items of 8 KiB (32 MiB, more than the socket buffers and queues
+// between the producer and the worker hold), a worker at about 1,000
+// items/s, and --linger-ms 200, far shorter than the worker needs.
+// --heartbeat-ms 0: libzmq 4.3.4's heartbeat may abort a process here
+// (issue 21, 1), which is another fix's to cure.
+TEST(Pipeline, AcksOffWorkerSlowerThanTheProducerStillGetsTheWholeStream) {
+  constexpr int kItems = 4000;
+  TempDir dir;
+  {
+    std::ofstream input(dir.File("in.txt"));
+    for (int i = 0; i < kItems; ++i) {
+      input << "result_" << i << std::string(8192, ' ') << "\n";
+    }
+  }
+  auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--output",
+                                    dir.File("out.txt"), "--report",
+                                    dir.File("report.json"), "--progress", "off",
+                                    "--acks", "off", "--heartbeat-ms", "0",
+                                    "--idle-timeout", "20"});
+  std::string sink_in = sink->WaitReady()["in"];
+  auto producer = Start("sluice-producer",
+                        {"--out", "@tcp://127.0.0.1:*", "--input", dir.File("in.txt"),
+                         "--peers", "1", "--acks", "off", "--linger-ms", "200",
+                         "--heartbeat-ms", "0"});
+  std::string producer_out = producer->WaitReady()["out"];
+  auto worker = Start("sluice-stage", {"--op", "pass", "--threads", "1", "--latency-ms", "1",
+                                       "--in", ">" + producer_out, "--out", ">" + sink_in,
+                                       "--heartbeat-ms", "0"});
+  worker->WaitReady();
+  EXPECT_EQ(producer->Wait(kJobTimeout), 0) << producer->err();
+  ASSERT_EQ(sink->Wait(kJobTimeout), 0) << sink->err();
+  ExpectCompleteExactly(ReadReport(dir.File("report.json")), kItems);
+  worker->Signal(SIGTERM);
+  EXPECT_EQ(worker->Wait(std::chrono::seconds(30)), 0) << worker->err();
+}
+
 TEST(Pipeline, ProducerEmitsOneItemPerLineOfStdin) {
   TempDir dir;
   auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--output",

@@ -27,18 +27,38 @@ class AckPublisherTest : public ::testing::Test {
     for (const std::string& t : topics) sub.set(zmq::sockopt::subscribe, t);
     return sub;
   }
-  // Reads subscriptions until none has come for a moment.
-  void Settle(AckPublisher& acks) {
-    for (int i = 0; i < 1000; ++i) {
-      zmq::pollitem_t item = {xpub_.handle(), 0, ZMQ_POLLIN, 0};
-      if (zmq::poll(&item, 1, std::chrono::milliseconds(200)) == 0) return;
+  // Reads subscriptions until every one `sub` has made so far is in: `sub`
+  // adds a marker that is neither an ack topic nor a hello, and the
+  // publisher reads until it has refused that marker. One subscriber's
+  // subscriptions travel in order through one pipe, so those made before
+  // the marker have been read by then.
+  void Settle(AckPublisher& acks, zmq::socket_t& sub) {
+    const uint64_t refused = counters_.rejected_subscriptions.value();
+    sub.set(zmq::sockopt::subscribe, "settle-" + std::to_string(++markers_));
+    while (counters_.rejected_subscriptions.value() == refused) {
+      WaitForSubscriptions();
       ASSERT_TRUE(acks.ReadSubscriptions(Clock::now()).ok());
     }
   }
+  // Reads the unsubscriptions of a subscriber that was closed: libzmq
+  // queues them all at once when it drops the subscriber's pipe.
+  void SettleClosed(AckPublisher& acks) {
+    WaitForSubscriptions();
+    ASSERT_TRUE(acks.ReadSubscriptions(Clock::now()).ok());
+  }
+  // Blocks until the XPUB socket has a (un)subscription to read; the 20 s
+  // bound only keeps a broken build from hanging.
+  void WaitForSubscriptions() {
+    zmq::pollitem_t item = {xpub_.handle(), 0, ZMQ_POLLIN, 0};
+    ASSERT_EQ(zmq::poll(&item, 1, std::chrono::seconds(20)), 1)
+        << "no (un)subscription reached the publisher";
+  }
+  // The next ack `sub` receives; the 20 s bound only keeps a broken build
+  // from hanging.
   std::optional<AckMessage> Receive(zmq::socket_t& sub) {
     zmq::message_t frame;
     zmq::pollitem_t item = {sub.handle(), 0, ZMQ_POLLIN, 0};
-    zmq::poll(&item, 1, std::chrono::milliseconds(2000));
+    zmq::poll(&item, 1, std::chrono::seconds(20));
     if (!sub.recv(frame, zmq::recv_flags::dontwait)) return std::nullopt;
     AckMessage ack;
     if (DecodeAck(frame.data(), frame.size(), kDefaultMaxFrameBytes, ack)) return std::nullopt;
@@ -48,6 +68,7 @@ class AckPublisherTest : public ::testing::Test {
   zmq::context_t context_{1};
   zmq::socket_t xpub_;
   AckCounters counters_;
+  int markers_ = 0;  // Settle()'s markers so far; each is refused once.
 };
 
 TEST_F(AckPublisherTest, BatchesTakenItemsIntoRangesAndSendsCompletionAtOnce) {
@@ -55,7 +76,7 @@ TEST_F(AckPublisherTest, BatchesTakenItemsIntoRangesAndSendsCompletionAtOnce) {
                                        .interval = std::chrono::hours(1)},
                     counters_);
   zmq::socket_t sub = Subscriber({AckTopic("s")});
-  Settle(acks);
+  Settle(acks, sub);
   auto now = Clock::now();
   for (uint64_t seq : {3, 1, 2, 7}) acks.Taken("s", seq, 0, 0, now);
   EXPECT_FALSE(acks.Due(now));  // Neither the batch nor the interval is full.
@@ -74,7 +95,7 @@ TEST_F(AckPublisherTest, AckSumsTimeInStagesOfNewItemsAndCountsDuplicates) {
                                        .interval = std::chrono::hours(1)},
                     counters_);
   zmq::socket_t sub = Subscriber({AckTopic("s")});
-  Settle(acks);
+  Settle(acks, sub);
   auto now = Clock::now();
   acks.Taken("s", 0, 100, 2000, now);
   acks.Taken("s", 1, 300, 4000, now);
@@ -107,7 +128,7 @@ TEST_F(AckPublisherTest, HelloIsWelcomedWithWhatTheSinkHoldsAndASecondEpochRejec
                       ack.end_of_stream = true;
                     });
   zmq::socket_t first = Subscriber({AckTopic("s"), HelloTopic("s", 1)});
-  Settle(acks);
+  Settle(acks, first);
   EXPECT_TRUE(acks.Due(Clock::now()));
   ASSERT_TRUE(acks.Publish(Clock::now(), false).ok());
   auto welcome = Receive(first);
@@ -118,7 +139,7 @@ TEST_F(AckPublisherTest, HelloIsWelcomedWithWhatTheSinkHoldsAndASecondEpochRejec
   EXPECT_TRUE(welcome->end_of_stream);
 
   zmq::socket_t second = Subscriber({AckTopic("s"), HelloTopic("s", 2)});
-  Settle(acks);
+  Settle(acks, second);
   ASSERT_TRUE(acks.Publish(Clock::now(), false).ok());
   auto rejected = Receive(second);
   ASSERT_TRUE(rejected.has_value());
@@ -129,9 +150,9 @@ TEST_F(AckPublisherTest, HelloIsWelcomedWithWhatTheSinkHoldsAndASecondEpochRejec
 
   // The holder goes: the stream is free for the next instance.
   first.close();
-  Settle(acks);
+  SettleClosed(acks);
   zmq::socket_t third = Subscriber({AckTopic("s"), HelloTopic("s", 3)});
-  Settle(acks);
+  Settle(acks, third);
   ASSERT_TRUE(acks.Publish(Clock::now(), false).ok());
   auto welcome3 = Receive(third);
   ASSERT_TRUE(welcome3.has_value());
@@ -147,17 +168,21 @@ TEST_F(AckPublisherTest, ForeignAndExcessSubscriptionsAreCountedAndNeverApplied)
   std::vector<std::string> topics = {"junk", std::string("\x08\x01\x22\x05sh", 6)};
   for (int i = 0; i < 20; ++i) topics.push_back(AckTopic("s" + std::to_string(i)));
   zmq::socket_t sub = Subscriber(topics);
-  Settle(acks);
-  EXPECT_EQ(counters_.rejected_subscriptions.value(), 12u);  // 2 foreign + 10 over the cap.
+  Settle(acks, sub);
+  // 2 foreign + 10 over the cap, besides Settle()'s own marker.
+  EXPECT_EQ(counters_.rejected_subscriptions.value() - markers_, 12u);
   // An applied topic receives; one over the cap does not.
+  // Published s19 first: had it gone out, it would arrive before s0.
   auto now = Clock::now();
-  acks.Taken("s0", 1, 0, 0, now);
   acks.Taken("s19", 1, 0, 0, now);
+  ASSERT_TRUE(acks.Publish(now, true).ok());
+  acks.Taken("s0", 1, 0, 0, now);
   ASSERT_TRUE(acks.Publish(now, true).ok());
   auto ack = Receive(sub);
   ASSERT_TRUE(ack.has_value());
   EXPECT_EQ(ack->stream, "s0");
-  EXPECT_FALSE(Receive(sub).has_value());
+  zmq::message_t after;
+  EXPECT_FALSE(sub.recv(after, zmq::recv_flags::dontwait));
 }
 
 }  // namespace
