@@ -112,7 +112,9 @@ class StageIo {
 
   // Runs ops from `from` on `run` while they are cheap; submits it to the
   // first that is not. True if the chain is done with the run (the caller
-  // keeps it); false if an op's threads have it now.
+  // keeps it, less the items an op took out to wait for a retry: they come
+  // back later, through the outbox); false if an op's threads have it now.
+  // Called on the I/O thread and on the op threads (their Forward).
   bool Forward(size_t from, ItemRun& run) {
     for (size_t i = from; i < runners_.size(); ++i) {
       if (AllBypass(run)) continue;
@@ -211,6 +213,8 @@ class StageIo {
           const size_t size = run.size();
           held_ += size;
           if (Forward(0, run)) {
+            // Items an op kept back for a retry are with its threads now.
+            submitted_ += size - run.size();
             Emit(std::span<ItemRun>(&run, 1));
           } else {
             submitted_ += size;
@@ -335,7 +339,7 @@ Status RunStage(const StageOptions& options, StopSignal& stop,
   };
   for (size_t i = 0; i < runners.size(); ++i) {
     Status s = runners[i]->Start([&io, &outbox, i](ItemRun run) {
-      if (io.Forward(i + 1, run)) outbox.Push(std::move(run));
+      if (io.Forward(i + 1, run) && !run.empty()) outbox.Push(std::move(run));
     });
     if (!s.ok()) {
       stop_runners();
