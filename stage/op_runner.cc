@@ -432,6 +432,8 @@ class SyncRunner : public OpRunner {
     return true;
   }
 
+  size_t waiting() const override { return waiting_.load(std::memory_order_relaxed); }
+
   void Close() override { tasks_.Close(); }
 
   void Join() override {
@@ -519,6 +521,7 @@ class SyncRunner : public OpRunner {
     while (std::optional<TaskQueue::Claim> claim =
                tasks_.Take(Chunk(), std::exchange(released, true))) {
       if (claim->retry) {
+        waiting_.fetch_sub(claim->retry->items.size(), std::memory_order_relaxed);
         Retry(w, std::move(claim->retry));
         continue;
       }
@@ -724,6 +727,7 @@ class SyncRunner : public OpRunner {
                                                     waiting.again.end(), 1));
     }
     counters_.retries.Add(units);
+    waiting_.fetch_add(group->items.size(), std::memory_order_relaxed);
     group->due = std::chrono::steady_clock::now() +
                  RetryBackoff(plan_.backoff, group->attempts);
     tasks_.Delay(std::move(group));
@@ -801,6 +805,7 @@ class SyncRunner : public OpRunner {
   // inline_mu_ (each Worker is then used by its thread alone).
   std::vector<std::pair<std::thread::id, std::unique_ptr<Worker>>> inline_workers_;
   std::atomic<bool> inline_failed_{false};
+  std::atomic<size_t> waiting_{0};  // Items in groups waiting for a retry.
 };
 
 }  // namespace

@@ -137,6 +137,11 @@ class OpRunner {
     (void)run;
     return false;
   }
+  // Items taken out of their runs that wait out a retry's backoff (not
+  // yet being tried again). The stage bounds them apart from --queue: they
+  // hold memory but no thread, and one in a hundred items waiting 500 ms
+  // must not stop the reads of a stage that holds 256.
+  virtual size_t waiting() const { return 0; }
   // No more Submit(): the threads finish what they hold, then end.
   virtual void Close() = 0;
   // Waits until every thread has ended (after Close()).

@@ -90,6 +90,10 @@ size_t HeldCapacity(const StageOptions& options) {
                   slots + 2 * options.flags.send.batch_items);
 }
 
+size_t WaitingCapacity(const StageOptions& options) {
+  return 64 * std::max<size_t>(options.flags.queue_capacity, 1);
+}
+
 namespace {
 
 bool AllBypass(const ItemRun& run) {
@@ -144,6 +148,16 @@ class StageIo {
 
   Status Loop() {
     const size_t capacity = HeldCapacity(options_);
+    const size_t waiting_capacity = WaitingCapacity(options_);
+    // True while the stage may read more: it holds fewer than `capacity`
+    // items, not counting those waiting out a retry's backoff, which hold
+    // no thread and are bounded apart.
+    auto room = [&] {
+      size_t waiting = 0;
+      for (const auto& runner : runners_) waiting += runner->waiting();
+      waiting = std::min(waiting, held_);
+      return held_ - waiting < capacity && waiting < waiting_capacity;
+    };
     std::vector<ItemRun> back;
     RateLimitedLog reject_log("rx.reject", std::chrono::seconds(1));
     zmq::message_t frame;
@@ -161,7 +175,7 @@ class StageIo {
         pending_.clear();
       }
       if (stopping && submitted_ == 0 && pending_.empty()) break;
-      const bool receive = !stopping && held_ < capacity;
+      const bool receive = !stopping && room();
       zmq::pollitem_t items[4];
       int n = 0;
       int in_at = -1, stop_at = -1;
@@ -202,7 +216,7 @@ class StageIo {
       }
       if (in_at >= 0 && (items[in_at].revents & ZMQ_POLLIN)) {
         // A few frames at a time, then the other sockets get their turn.
-        for (int i = 0; i < 32 && held_ < capacity; ++i) {
+        for (int i = 0; i < 32 && room(); ++i) {
           if (!in_.recv(frame, zmq::recv_flags::dontwait)) break;
           ItemRun run = Spare();
           if (!AcceptFrame(frame, options_.flags.receive.max_frame_bytes, run,
