@@ -20,6 +20,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "common/log.h"
+#include "stage/cost_meter.h"
 
 namespace sluice {
 
@@ -173,20 +174,64 @@ OpContext ContextFor(const OpPlan& plan,
   return c;
 }
 
-// The runs submitted to a runner, shared by its threads: each claims a
-// chunk of items of the oldest run; the run moves on once every chunk of
-// it is done.
+// An item taken out of its run to wait for another attempt, off the thread
+// that tried it. A fanned-out item waits with its parts (the op's units):
+// parts already done keep their outputs, and only the others are tried
+// again.
+struct Waiting {
+  Item item;                  // Its payloads are in `parts` when it has any.
+  std::vector<Item> parts;    // Empty: the op works on `item` itself.
+  std::vector<uint8_t> again;  // parts[p] needs another attempt.
+};
+
+// The items of one claim (or one inline run) that need another attempt,
+// due together after one backoff.
+struct RetryGroup {
+  std::vector<Waiting> items;
+  int attempts = 0;  // Attempts already made on each unit that waits.
+  std::chrono::steady_clock::time_point due;
+};
+
+// Removes the items at `taken` (ascending positions) from `run`, keeping
+// the order of the rest.
+void RemoveTaken(ItemRun& run, const std::vector<size_t>& taken) {
+  if (taken.empty()) return;
+  size_t out = 0, k = 0;
+  for (size_t i = 0; i < run.size(); ++i) {
+    if (k < taken.size() && taken[k] == i) {
+      ++k;
+      continue;
+    }
+    if (out != i) run[out] = std::move(run[i]);
+    ++out;
+  }
+  run.Truncate(out);
+}
+
+// The work of a runner, shared by its threads: the submitted runs, of
+// which each thread claims a chunk of items of the oldest, and the groups
+// of items waiting for a retry, each claimed whole once due. A run moves
+// on once every chunk of it is done, without the items taken out of it to
+// wait. Idle threads double as the timer: one of them waits until the
+// earliest group is due, the others until work comes.
 class TaskQueue {
  public:
+  using Clock = std::chrono::steady_clock;
   struct Task {
     ItemRun run;
     size_t next = 0;             // First unclaimed item. Guarded by mu_.
     std::atomic<size_t> left{0};  // Items not yet done.
-    std::chrono::steady_clock::time_point pushed_at;  // Set before Push().
+    Clock::time_point pushed_at;  // Set before Push().
+    std::mutex taken_mu;
+    // Positions of items moved out to wait for a retry, ascending once
+    // sorted. Guarded by taken_mu.
+    std::vector<size_t> taken;
   };
+  // A chunk of a run, or (retry set) a group due for another attempt.
   struct Claim {
     Task* task = nullptr;
     size_t begin = 0, end = 0;
+    std::unique_ptr<RetryGroup> retry;
     std::span<Item> items() const {
       return task->run.items().subspan(begin, end - begin);
     }
@@ -199,55 +244,122 @@ class TaskQueue {
   void Push(ItemRun run) {
     auto* task = new Task;
     task->left = run.size();
-    task->pushed_at = std::chrono::steady_clock::now();
+    task->pushed_at = Clock::now();
     task->run = std::move(run);
     std::unique_lock<std::mutex> lock(mu_);
     tasks_.push_back(task);
     const bool wake = idle_ > 0;
+    const bool wake_timer = !wake && timer_;
     lock.unlock();
+    if (wake) ready_.notify_one();
+    if (wake_timer) timer_cv_.notify_one();
+  }
+
+  // Queues `group` until its due time. Never blocks on the op.
+  void Delay(std::unique_ptr<RetryGroup> group) {
+    std::unique_lock<std::mutex> lock(mu_);
+    const Clock::time_point due = group->due;
+    delayed_.push_back(std::move(group));
+    std::push_heap(delayed_.begin(), delayed_.end(), Later);
+    const bool wake_timer = timer_ && due < timer_until_;
+    const bool wake = !timer_ && idle_ > 0;  // One of them becomes the timer.
+    lock.unlock();
+    if (wake_timer) timer_cv_.notify_one();
     if (wake) ready_.notify_one();
   }
 
-  // Claims up to `chunk` items of the oldest run, waiting while there is
-  // none; nullopt once closed and drained.
-  std::optional<Claim> Take(size_t chunk) {
+  // Claims a group that is due, else up to `chunk` items of the oldest run,
+  // waiting while there is neither; nullopt once closed and nothing is
+  // left: no run, no group waiting, and no claim being worked on (which
+  // could still delay items). `released`: the caller is done with its
+  // previous claim.
+  std::optional<Claim> Take(size_t chunk, bool released) {
     std::unique_lock<std::mutex> lock(mu_);
-    ++idle_;
-    ready_.wait(lock, [&] { return !tasks_.empty() || closed_; });
-    --idle_;
-    if (tasks_.empty()) return std::nullopt;
-    Task* task = tasks_.front();
-    Claim claim{task, task->next,
-                task->next + std::min(task->run.size() - task->next, chunk)};
-    task->next = claim.end;
-    if (claim.end == task->run.size()) tasks_.pop_front();
-    // Work is left and someone waits for it: pass the baton.
-    const bool wake = !tasks_.empty() && idle_ > 0;
+    if (released && --busy_ == 0 && closed_) {
+      ready_.notify_all();
+      timer_cv_.notify_all();
+    }
+    std::optional<Claim> claim;
+    while (true) {
+      if (!delayed_.empty() && delayed_.front()->due <= Clock::now()) {
+        std::pop_heap(delayed_.begin(), delayed_.end(), Later);
+        claim.emplace();
+        claim->retry = std::move(delayed_.back());
+        delayed_.pop_back();
+        break;
+      }
+      if (!tasks_.empty()) {
+        Task* task = tasks_.front();
+        claim.emplace();
+        claim->task = task;
+        claim->begin = task->next;
+        claim->end = task->next + std::min(task->run.size() - task->next, chunk);
+        task->next = claim->end;
+        if (claim->end == task->run.size()) tasks_.pop_front();
+        break;
+      }
+      if (closed_ && delayed_.empty() && busy_ == 0) return std::nullopt;
+      if (!delayed_.empty() && !timer_) {
+        timer_ = true;
+        timer_until_ = delayed_.front()->due;
+        timer_cv_.wait_until(lock, timer_until_);
+        timer_ = false;
+      } else {
+        ++idle_;
+        ready_.wait(lock);
+        --idle_;
+      }
+    }
+    ++busy_;
+    // Work is left, or the timer's place is free, and someone waits: pass
+    // the baton.
+    const bool wake = idle_ > 0 && (!tasks_.empty() || (!delayed_.empty() && !timer_));
+    const bool wake_timer = !wake && timer_ && !tasks_.empty();
     lock.unlock();
     if (wake) ready_.notify_one();
+    if (wake_timer) timer_cv_.notify_one();
     return claim;
   }
 
-  // Marks `n` items of `task` done; returns its run if they were the last.
+  // Marks `n` items of `task` done; returns its run, without the items
+  // taken out of it, if they were the last.
   static std::optional<ItemRun> Done(Task* task, size_t n) {
     if (task->left.fetch_sub(n) != n) return std::nullopt;
     ItemRun run = std::move(task->run);
+    {
+      std::lock_guard<std::mutex> lock(task->taken_mu);
+      std::sort(task->taken.begin(), task->taken.end());
+      RemoveTaken(run, task->taken);
+    }
     delete task;
     return run;
   }
 
+  // No more Push(); Take() ends once everything is done, retries included.
   void Close() {
     std::lock_guard<std::mutex> lock(mu_);
     closed_ = true;
     ready_.notify_all();
+    timer_cv_.notify_all();
   }
 
  private:
+  static bool Later(const std::unique_ptr<RetryGroup>& a,
+                    const std::unique_ptr<RetryGroup>& b) {
+    return a->due > b->due;
+  }
+
   std::mutex mu_;
-  std::condition_variable ready_;
+  std::condition_variable ready_;     // Idle threads wait here.
+  std::condition_variable timer_cv_;  // The timer thread waits here.
   std::deque<Task*> tasks_;  // Runs with unclaimed items. Guarded by mu_.
-  int idle_ = 0;             // Threads waiting in Take(). Guarded by mu_.
-  bool closed_ = false;      // Guarded by mu_.
+  // Groups waiting for their retry, a min-heap on due. Guarded by mu_.
+  std::vector<std::unique_ptr<RetryGroup>> delayed_;
+  int idle_ = 0;   // Threads waiting on ready_. Guarded by mu_.
+  int busy_ = 0;   // Claims being worked on. Guarded by mu_.
+  bool timer_ = false;  // A thread waits on timer_cv_. Guarded by mu_.
+  Clock::time_point timer_until_;  // Until when it waits. Guarded by mu_.
+  bool closed_ = false;  // Guarded by mu_.
 };
 
 // Queues `run` as runs of `chunk` items (the last may be shorter).
@@ -260,61 +372,6 @@ void SplitAndPush(ItemRun run, size_t chunk, TaskQueue& tasks) {
     tasks.Push(std::move(part));
   }
 }
-
-// The measured cost of an op, in wall-clock nanoseconds per item, smoothed.
-// Samples far above the estimate are clamped (a preempted thread is not a
-// slow op), unless they are huge (an op that blocks is, at once).
-class CostMeter {
- public:
-  // The op runs on its caller's thread below kCheapNs per item, and goes
-  // back to its own threads above kDearNs.
-  static constexpr double kCheapNs = 1000;
-  static constexpr double kDearNs = 4000;
-  static constexpr double kBlockingNs = 100'000;
-  static constexpr double kHandOffNs = 10'000;
-
-  explicit CostMeter(std::chrono::milliseconds max_latency) {
-    if (max_latency.count() > 0) {
-      ns_ = std::chrono::duration<double, std::nano>(max_latency).count() / 2;
-    }
-  }
-  void Add(std::chrono::steady_clock::duration elapsed, size_t items) {
-    if (items == 0) return;
-    double sample = std::chrono::duration<double, std::nano>(elapsed).count() /
-                    static_cast<double>(items);
-    double now = ns_.load(std::memory_order_relaxed);
-    if (now < 0 || sample >= kBlockingNs) {
-      ns_.store(sample, std::memory_order_relaxed);
-    } else {
-      sample = std::min(sample, 4 * now + 100);
-      ns_.store(0.9 * now + 0.1 * sample, std::memory_order_relaxed);
-    }
-    const double updated = ns_.load(std::memory_order_relaxed);
-    if (updated < kCheapNs) cheap_.store(true, std::memory_order_relaxed);
-    if (updated > kDearNs) cheap_.store(false, std::memory_order_relaxed);
-  }
-  // After a failure that wants a retry: not cheap, until measured again.
-  void Demote() {
-    ns_.store(kDearNs * 2, std::memory_order_relaxed);
-    cheap_.store(false, std::memory_order_relaxed);
-  }
-  bool cheap() const { return cheap_.load(std::memory_order_relaxed); }
-  // True if running `items` here costs less than handing them to another
-  // thread and back (two wake-ups, kHandOffNs): at low load a run of one
-  // item measures a few microseconds, cold, which is not cheap per item
-  // but far cheaper than the hand-off. Never for an op that blocks or was
-  // demoted by a failure.
-  bool CheaperThanHandOff(size_t items) const {
-    const double ns = ns_.load(std::memory_order_relaxed);
-    return ns >= 0 && ns < kDearNs && ns * static_cast<double>(items) < kHandOffNs;
-  }
-  // nanoseconds per item; negative until measured.
-  double ns_per_item() const { return ns_.load(std::memory_order_relaxed); }
-
- private:
-  std::atomic<double> ns_{-1};
-  std::atomic<bool> cheap_{false};
-};
 
 // ItemOp and BatchOp: a pool of threads sharing the submitted runs.
 class SyncRunner : public OpRunner {
@@ -367,23 +424,15 @@ class SyncRunner : public OpRunner {
   }
 
   bool RunInline(ItemRun& run) override {
-    // One caller at a time (the stage's I/O thread); the lock keeps the
-    // instance to one thread if that ever changes.
-    std::lock_guard<std::mutex> lock(inline_mu_);
-    if (!inline_worker_) {  // Made on first use: thread number `threads`.
-      StatusOr<std::unique_ptr<Worker>> w = MakeWorker(plan_.threads);
-      if (!w.ok()) {
-        spdlog::warn("op {}: no instance for the stage's own thread ({}); "
-                     "the op stays on its worker threads",
-                     plan_.definition->name, w.status().message());
-        inline_failed_ = true;
-        return false;
-      }
-      inline_worker_ = std::move(*w);
-    }
-    Process(*inline_worker_, run.items(), /*stamp=*/false);
+    Worker* w = InlineWorker();
+    if (w == nullptr) return false;
+    w->taken.clear();
+    Process(*w, run.items(), /*stamp=*/false, w->taken);
+    RemoveTaken(run, w->taken);
     return true;
   }
+
+  size_t waiting() const override { return waiting_.load(std::memory_order_relaxed); }
 
   void Close() override { tasks_.Close(); }
 
@@ -410,6 +459,31 @@ class SyncRunner : public OpRunner {
     return w;
   }
 
+  // The calling thread's own instance, for RunInline(): the stage's I/O
+  // thread and the threads of earlier ops in the chain (which run a cheap
+  // op where the run is) each get one, made on first use and numbered
+  // from `threads` up, so that no instance is ever used by two threads.
+  // nullptr if the op cannot make one (cheap() is false from then on).
+  Worker* InlineWorker() {
+    const std::thread::id self = std::this_thread::get_id();
+    std::lock_guard<std::mutex> lock(inline_mu_);
+    for (auto& [id, worker] : inline_workers_) {
+      if (id == self) return worker.get();
+    }
+    if (inline_failed_.load(std::memory_order_relaxed)) return nullptr;
+    const int number = plan_.threads + static_cast<int>(inline_workers_.size());
+    StatusOr<std::unique_ptr<Worker>> w = MakeWorker(number);
+    if (!w.ok()) {
+      spdlog::warn("op {}: no instance for a thread that runs it where its "
+                   "items are ({}); the op stays on its worker threads",
+                   plan_.definition->name, w.status().message());
+      inline_failed_ = true;
+      return nullptr;
+    }
+    inline_workers_.emplace_back(self, std::move(*w));
+    return inline_workers_.back().second.get();
+  }
+
   struct Worker {
     OpContext context;
     std::unique_ptr<ItemOp> item;
@@ -417,11 +491,12 @@ class SyncRunner : public OpRunner {
     std::vector<Item> units;        // What the op is given.
     std::vector<size_t> origin;     // units[i] came from run[origin[i]].
     std::vector<Status> statuses;
-    std::vector<int> attempts;
-    std::vector<size_t> pending;    // Units still to (re)try.
-    std::vector<Item> retry_units;  // Batch retries: the pending units.
-    std::vector<Status> retry_statuses;
+    std::vector<uint8_t> fate;      // Per unit: kDone, kAgain or kTakenOut.
+    std::vector<size_t> taken;      // Run positions moved out to wait.
   };
+  static constexpr uint8_t kDone = 0;      // Succeeded, or failed for good.
+  static constexpr uint8_t kAgain = 1;     // Wants another attempt.
+  static constexpr uint8_t kTakenOut = 2;  // Its item waits for a retry.
 
   // Items a thread claims at once: a whole run while the op is cheap; else
   // one item (an ItemOp) or one call's worth (a BatchOp's max_run), so that
@@ -435,31 +510,51 @@ class SyncRunner : public OpRunner {
     return 1;
   }
 
+  size_t Slice() const {
+    return plan_.definition->make_batch && !plan_.definition->make_item
+               ? std::max<size_t>(1, plan_.definition->max_run)
+               : SIZE_MAX;
+  }
+
   void Work(Worker& w) {
-    while (std::optional<TaskQueue::Claim> claim = tasks_.Take(Chunk())) {
+    bool released = false;
+    while (std::optional<TaskQueue::Claim> claim =
+               tasks_.Take(Chunk(), std::exchange(released, true))) {
+      if (claim->retry) {
+        waiting_.fetch_sub(claim->retry->items.size(), std::memory_order_relaxed);
+        Retry(w, std::move(claim->retry));
+        continue;
+      }
       // The items' time in this stage, for the producer's flow control:
       // waiting since the run was submitted, then in the op.
       const auto claimed = std::chrono::steady_clock::now();
       for (Item& item : claim->items()) {
         AddMicros(item.queued_us, claimed - claim->task->pushed_at);
       }
-      Process(w, claim->items(), /*stamp=*/true);
-      if (std::optional<ItemRun> done = TaskQueue::Done(claim->task, claim->end - claim->begin)) {
-        forward_(std::move(*done));
+      w.taken.clear();
+      Process(w, claim->items(), /*stamp=*/true, w.taken);
+      if (!w.taken.empty()) {
+        std::lock_guard<std::mutex> lock(claim->task->taken_mu);
+        for (size_t i : w.taken) claim->task->taken.push_back(claim->begin + i);
       }
+      std::optional<ItemRun> done =
+          TaskQueue::Done(claim->task, claim->end - claim->begin);
+      if (done && !done->empty()) forward_(std::move(*done));
     }
   }
 
-  // Runs the op over `run` in slices of at most max_run items (a BatchOp's
-  // most per call), timing it; with `stamp`, adds each slice's time per
-  // item to the items' op_us.
-  void Process(Worker& w, std::span<Item> run, bool stamp) {
-    const size_t slice = w.batch ? std::max<size_t>(1, plan_.definition->max_run)
-                                 : run.size();
+  // Runs the op once over `run` in slices of at most max_run items (a
+  // BatchOp's most per call), timing it; with `stamp`, adds each slice's
+  // time per item to the items' op_us. Items that need another attempt are
+  // moved out to wait for it; their positions in `run` go to `taken`,
+  // ascending, for the caller to remove.
+  void Process(Worker& w, std::span<Item> run, bool stamp,
+               std::vector<size_t>& taken) {
+    const size_t slice = Slice();
     for (size_t at = 0; at < run.size(); at += slice) {
       std::span<Item> part = run.subspan(at, std::min(slice, run.size() - at));
       const auto started = std::chrono::steady_clock::now();
-      const size_t worked = ProcessRun(w, part);
+      const size_t worked = ProcessRun(w, part, at, taken);
       const auto elapsed = std::chrono::steady_clock::now() - started;
       cost_.Add(elapsed, worked);
       if (stamp) {
@@ -468,39 +563,51 @@ class SyncRunner : public OpRunner {
     }
   }
 
-  // Calls the op once per pending unit (ItemOp) or once for all of them
-  // (BatchOp), recording each status.
+  // Calls the op once per unit (ItemOp) or once per slice of them
+  // (BatchOp), recording each status in w.statuses.
   void Attempt(Worker& w, std::span<Item> units) {
+    w.statuses.assign(units.size(), Status::Ok());
     if (w.item) {
-      for (size_t u : w.pending) {
+      for (size_t u = 0; u < units.size(); ++u) {
         w.statuses[u] = Guarded([&] { return w.item->Process(units[u]); });
       }
       return;
     }
-    if (w.pending.size() == units.size()) {
-      std::fill(w.statuses.begin(), w.statuses.end(), Status::Ok());
+    const size_t slice = Slice();
+    for (size_t at = 0; at < units.size(); at += slice) {
+      const size_t n = std::min(slice, units.size() - at);
+      std::span<Status> statuses(w.statuses.data() + at, n);
       Status thrown = Guarded([&] {
-        w.batch->ProcessBatch(units, w.statuses);
+        w.batch->ProcessBatch(units.subspan(at, n), statuses);
         return Status::Ok();
       });
-      if (!thrown.ok()) std::fill(w.statuses.begin(), w.statuses.end(), thrown);
-      return;
-    }
-    w.retry_units.clear();
-    for (size_t u : w.pending) w.retry_units.push_back(std::move(units[u]));
-    w.retry_statuses.assign(w.retry_units.size(), Status::Ok());
-    Status thrown = Guarded([&] {
-      w.batch->ProcessBatch(w.retry_units, w.retry_statuses);
-      return Status::Ok();
-    });
-    for (size_t i = 0; i < w.pending.size(); ++i) {
-      units[w.pending[i]] = std::move(w.retry_units[i]);
-      w.statuses[w.pending[i]] = thrown.ok() ? std::move(w.retry_statuses[i]) : thrown;
+      if (!thrown.ok()) std::fill(statuses.begin(), statuses.end(), thrown);
     }
   }
 
-  // Processes `run` in place; returns how many units the op was given.
-  size_t ProcessRun(Worker& w, std::span<Item> run) {
+  // What becomes of a unit after attempt number `attempts`: done (or
+  // failed for good, marked), or another attempt.
+  uint8_t Judge(Worker& w, Item& unit, const Status& status, int attempts) {
+    if (status.ok()) return kDone;
+    if (Retryable(status) && attempts <= plan_.retries) return kAgain;
+    MarkFailed(unit, plan_, status, attempts, w.context.worker);
+    return kDone;
+  }
+
+  // Counts a finished item.
+  void Count(const Item& item, uint64_t& done, uint64_t& failed, uint64_t& dropped) {
+    if (item.failed()) {
+      ++failed;
+    } else {
+      ++done;
+      if (item.dropped) ++dropped;
+    }
+  }
+
+  // Processes `run` in place (its items at `base` of what Process() was
+  // given); returns how many units the op was given.
+  size_t ProcessRun(Worker& w, std::span<Item> run, size_t base,
+                    std::vector<size_t>& taken) {
     // The op works on the run in place, unless some items must not reach it
     // (end-of-stream markers, earlier failures) or must reach it as parts
     // (several outputs): then on units moved out of the run and back.
@@ -524,66 +631,165 @@ class SyncRunner : public OpRunner {
       units = w.units;
     }
     if (units.empty()) return 0;
-    w.statuses.resize(units.size());
-    w.attempts.assign(units.size(), 0);
-    w.pending.resize(units.size());
-    for (size_t u = 0; u < units.size(); ++u) w.pending[u] = u;
-
-    for (int round = 1;; ++round) {
-      Attempt(w, units);
-      size_t kept = 0;
-      for (size_t u : w.pending) {
-        ++w.attempts[u];
-        const Status& s = w.statuses[u];
-        if (s.ok()) continue;
-        if (Retryable(s) && w.attempts[u] <= plan_.retries) {
-          w.pending[kept++] = u;
-          continue;
-        }
-        MarkFailed(units[u], plan_, s, w.attempts[u], w.context.worker);
-      }
-      w.pending.resize(kept);
-      if (w.pending.empty()) break;
-      // A retry's backoff is no work for the caller's thread.
-      cost_.Demote();
-      counters_.retries.Add(w.pending.size());
-      std::this_thread::sleep_for(RetryBackoff(plan_.backoff, round));
+    Attempt(w, units);
+    w.fate.resize(units.size());
+    size_t again = 0;
+    for (size_t u = 0; u < units.size(); ++u) {
+      w.fate[u] = Judge(w, units[u], w.statuses[u], 1);
+      if (w.fate[u] == kAgain) ++again;
     }
+    std::unique_ptr<RetryGroup> group;
+    if (again > 0) group = TakeOut(w, run, units, in_place, base, taken);
 
     const size_t given = units.size();
-    if (!in_place) {  // Put the units back where they came from.
+    uint64_t done = 0, failed = 0, dropped = 0;
+    if (in_place) {
+      for (size_t u = 0; u < units.size(); ++u) {
+        if (w.fate[u] != kTakenOut) Count(run[u], done, failed, dropped);
+      }
+    } else {  // Put the units back where they came from.
       for (size_t u = 0; u < w.units.size();) {
         size_t i = w.origin[u];
         size_t end = u + 1;
         while (end < w.units.size() && w.origin[end] == i) ++end;
-        if (end - u > 1) {  // The parts of a fanned-out item.
-          JoinParts(run[i], units.subspan(u, end - u));
-        } else {
-          run[i] = std::move(w.units[u]);
+        if (w.fate[u] != kTakenOut) {
+          if (end - u > 1) {  // The parts of a fanned-out item.
+            JoinParts(run[i], units.subspan(u, end - u));
+          } else {
+            run[i] = std::move(w.units[u]);
+          }
+          Count(run[i], done, failed, dropped);
         }
         u = end;
-      }
-    }
-    uint64_t done = 0, failed = 0, dropped = 0;
-    auto count = [&](const Item& item) {
-      if (item.failed()) {
-        ++failed;
-      } else {
-        ++done;
-        if (item.dropped) ++dropped;
-      }
-    };
-    if (in_place) {
-      for (const Item& item : run) count(item);
-    } else {
-      for (size_t u = 0; u < w.origin.size(); ++u) {
-        if (u == 0 || w.origin[u] != w.origin[u - 1]) count(run[w.origin[u]]);
       }
     }
     counters_.processed.Add(done);
     counters_.failed.Add(failed);
     counters_.dropped.Add(dropped);
+    if (group) Delay(std::move(group));
     return given;
+  }
+
+  // Moves the items that want another attempt (and none of whose parts
+  // failed for good) out of `run` into a group; marks their units
+  // kTakenOut and appends their positions (+ base) to `taken`.
+  std::unique_ptr<RetryGroup> TakeOut(Worker& w, std::span<Item> run,
+                                      std::span<Item> units, bool in_place,
+                                      size_t base, std::vector<size_t>& taken) {
+    auto group = std::make_unique<RetryGroup>();
+    group->attempts = 1;
+    if (in_place) {
+      for (size_t u = 0; u < units.size(); ++u) {
+        if (w.fate[u] != kAgain) continue;
+        group->items.push_back({std::move(run[u]), {}, {}});
+        w.fate[u] = kTakenOut;
+        taken.push_back(base + u);
+      }
+      return group;
+    }
+    for (size_t u = 0; u < w.units.size();) {
+      const size_t i = w.origin[u];
+      size_t end = u + 1;
+      while (end < w.units.size() && w.origin[end] == i) ++end;
+      bool wants = false, lost = false;
+      for (size_t p = u; p < end; ++p) {
+        wants = wants || w.fate[p] == kAgain;
+        lost = lost || units[p].failed();
+      }
+      if (wants && !lost) {
+        Waiting& waiting = group->items.emplace_back();
+        if (end - u == 1) {
+          waiting.item = std::move(units[u]);
+        } else {  // A fanned-out item: its parts wait with it.
+          waiting.item = std::move(run[i]);
+          for (size_t p = u; p < end; ++p) {
+            waiting.parts.push_back(std::move(units[p]));
+            waiting.again.push_back(w.fate[p] == kAgain);
+          }
+        }
+        for (size_t p = u; p < end; ++p) w.fate[p] = kTakenOut;
+        taken.push_back(base + i);
+      }
+      u = end;
+    }
+    return group;
+  }
+
+  // Schedules `group`'s next attempt after the backoff: the items wait in
+  // the task queue, and whichever thread is free when they are due tries
+  // them. Nothing waits on the thread that tried them.
+  void Delay(std::unique_ptr<RetryGroup> group) {
+    size_t units = 0;
+    for (const Waiting& waiting : group->items) {
+      units += waiting.parts.empty()
+                   ? 1
+                   : static_cast<size_t>(std::count(waiting.again.begin(),
+                                                    waiting.again.end(), 1));
+    }
+    counters_.retries.Add(units);
+    waiting_.fetch_add(group->items.size(), std::memory_order_relaxed);
+    group->due = std::chrono::steady_clock::now() +
+                 RetryBackoff(plan_.backoff, group->attempts);
+    tasks_.Delay(std::move(group));
+  }
+
+  // Another attempt on a group that is due: what is then done (succeeded,
+  // or failed for good) travels on as one run; what wants yet another
+  // attempt waits again.
+  void Retry(Worker& w, std::unique_ptr<RetryGroup> group) {
+    const int attempts = group->attempts + 1;
+    w.units.clear();
+    for (Waiting& waiting : group->items) {
+      if (waiting.parts.empty()) {
+        w.units.push_back(std::move(waiting.item));
+        continue;
+      }
+      for (size_t p = 0; p < waiting.parts.size(); ++p) {
+        if (waiting.again[p]) w.units.push_back(std::move(waiting.parts[p]));
+      }
+    }
+    const auto started = std::chrono::steady_clock::now();
+    Attempt(w, w.units);
+    const auto elapsed = std::chrono::steady_clock::now() - started;
+    cost_.Add(elapsed, w.units.size());
+    const auto per_unit = elapsed / w.units.size();
+
+    auto next = std::make_unique<RetryGroup>();
+    next->attempts = attempts;
+    ItemRun out;
+    uint64_t done = 0, failed = 0, dropped = 0;
+    size_t u = 0;
+    for (Waiting& waiting : group->items) {
+      bool wants = false, lost = false;
+      if (waiting.parts.empty()) {
+        waiting.item = std::move(w.units[u]);
+        wants = Judge(w, waiting.item, w.statuses[u], attempts) == kAgain;
+        ++u;
+      } else {
+        for (size_t p = 0; p < waiting.parts.size(); ++p) {
+          if (!waiting.again[p]) continue;
+          waiting.parts[p] = std::move(w.units[u]);
+          waiting.again[p] = Judge(w, waiting.parts[p], w.statuses[u], attempts) == kAgain;
+          wants = wants || waiting.again[p];
+          lost = lost || waiting.parts[p].failed();
+          AddMicros(waiting.item.op_us, per_unit);
+          ++u;
+        }
+      }
+      if (waiting.parts.empty()) AddMicros(waiting.item.op_us, per_unit);
+      if (wants && !lost) {
+        next->items.push_back(std::move(waiting));
+        continue;
+      }
+      if (!waiting.parts.empty()) JoinParts(waiting.item, waiting.parts);
+      Count(waiting.item, done, failed, dropped);
+      out.Append(std::move(waiting.item));
+    }
+    counters_.processed.Add(done);
+    counters_.failed.Add(failed);
+    counters_.dropped.Add(dropped);
+    if (!next->items.empty()) Delay(std::move(next));
+    if (!out.empty()) forward_(std::move(out));
   }
 
   const OpPlan plan_;
@@ -595,8 +801,11 @@ class SyncRunner : public OpRunner {
   TaskQueue tasks_;
   Forward forward_;
   std::mutex inline_mu_;
-  std::unique_ptr<Worker> inline_worker_;  // Guarded by inline_mu_.
+  // The instances of the threads that called RunInline(). Guarded by
+  // inline_mu_ (each Worker is then used by its thread alone).
+  std::vector<std::pair<std::thread::id, std::unique_ptr<Worker>>> inline_workers_;
   std::atomic<bool> inline_failed_{false};
+  std::atomic<size_t> waiting_{0};  // Items in groups waiting for a retry.
 };
 
 }  // namespace

@@ -19,19 +19,27 @@
 //                    they finish.
 //
 // Cheap ops run where the run is: the runner times the op (wall time per
-// item, smoothed); while an ItemOp or BatchOp costs less than handing a run
-// to another thread, cheap() says so and the stage calls RunInline() on its
-// own thread instead of Submit(). An op that turns slow (or fails and needs
-// a retry's backoff) goes back to its threads at once.
+// item, smoothed, stage/cost_meter.h); while an ItemOp or BatchOp costs less
+// than handing a run to another thread, cheap() says so and the caller (the
+// stage's I/O thread, or a thread of an earlier op of the chain) calls
+// RunInline() on its own thread instead of Submit(). An op that turns slow
+// goes back to its threads at once.
 //
 // Every shape shares the failure rules: Transient failures and exceptions
 // are retried up to --retries times after an exponential backoff with
 // jitter; an item out of retries, or failed Permanent, is marked failed
 // (Item::failure) and passed on, never dropped. End-of-stream markers and
-// items that failed earlier pass by the op untouched.
+// items that failed earlier pass by the op untouched. A retry's backoff
+// holds up nothing else: an item that needs another attempt is taken out of
+// its run, which goes on at once without it; it waits in the runner (the
+// pool's task queue, or a timer of its loop) and, when due, is tried again
+// on whichever of the op's threads is free, and travels on in a run of its
+// own. The items a caller gets back therefore add up to the items it gave,
+// not the runs.
 //
-// Stopping: after Close(), the threads finish every submitted run, pass it
-// on, and end; Join() waits for them.
+// Stopping: after Close(), the threads finish every submitted run and every
+// retry (each bounded by --retries and its backoff), pass them on, and end;
+// Join() waits for them.
 //
 // Thread safety: Create(), Start(), Close() and Join() from one thread;
 // Submit(), cheap() and RunInline() from any.
@@ -119,13 +127,21 @@ class OpRunner {
   // two thread wake-ups of a hand-off (low load: runs of one item).
   virtual bool InlineFor(size_t /*items*/) const { return cheap(); }
   // Runs the op over `run` on the calling thread (ItemOp and BatchOp only)
-  // with an instance of its own (made on first use: OpContext::thread ==
-  // threads). False if that instance cannot be made: Submit() the run, and
-  // cheap() stays false from then on.
+  // with that thread's own instance (made on its first call, numbered
+  // OpContext::thread >= threads), so that an instance never serves two
+  // threads. Items that need another attempt are removed from `run` and
+  // come back later through the Forward callback, from the op's threads.
+  // False if the instance cannot be made: Submit() the run, and cheap()
+  // stays false from then on. Not after Close().
   virtual bool RunInline(ItemRun& run) {
     (void)run;
     return false;
   }
+  // Items taken out of their runs that wait out a retry's backoff (not
+  // yet being tried again). The stage bounds them apart from --queue: they
+  // hold memory but no thread, and one in a hundred items waiting 500 ms
+  // must not stop the reads of a stage that holds 256.
+  virtual size_t waiting() const { return 0; }
   // No more Submit(): the threads finish what they hold, then end.
   virtual void Close() = 0;
   // Waits until every thread has ended (after Close()).

@@ -90,6 +90,10 @@ size_t HeldCapacity(const StageOptions& options) {
                   slots + 2 * options.flags.send.batch_items);
 }
 
+size_t WaitingCapacity(const StageOptions& options) {
+  return 64 * std::max<size_t>(options.flags.queue_capacity, 1);
+}
+
 namespace {
 
 bool AllBypass(const ItemRun& run) {
@@ -112,7 +116,9 @@ class StageIo {
 
   // Runs ops from `from` on `run` while they are cheap; submits it to the
   // first that is not. True if the chain is done with the run (the caller
-  // keeps it); false if an op's threads have it now.
+  // keeps it, less the items an op took out to wait for a retry: they come
+  // back later, through the outbox); false if an op's threads have it now.
+  // Called on the I/O thread and on the op threads (their Forward).
   bool Forward(size_t from, ItemRun& run) {
     for (size_t i = from; i < runners_.size(); ++i) {
       if (AllBypass(run)) continue;
@@ -142,6 +148,16 @@ class StageIo {
 
   Status Loop() {
     const size_t capacity = HeldCapacity(options_);
+    const size_t waiting_capacity = WaitingCapacity(options_);
+    // True while the stage may read more: it holds fewer than `capacity`
+    // items, not counting those waiting out a retry's backoff, which hold
+    // no thread and are bounded apart.
+    auto room = [&] {
+      size_t waiting = 0;
+      for (const auto& runner : runners_) waiting += runner->waiting();
+      waiting = std::min(waiting, held_);
+      return held_ - waiting < capacity && waiting < waiting_capacity;
+    };
     std::vector<ItemRun> back;
     RateLimitedLog reject_log("rx.reject", std::chrono::seconds(1));
     zmq::message_t frame;
@@ -159,7 +175,7 @@ class StageIo {
         pending_.clear();
       }
       if (stopping && submitted_ == 0 && pending_.empty()) break;
-      const bool receive = !stopping && held_ < capacity;
+      const bool receive = !stopping && room();
       zmq::pollitem_t items[4];
       int n = 0;
       int in_at = -1, stop_at = -1;
@@ -200,7 +216,7 @@ class StageIo {
       }
       if (in_at >= 0 && (items[in_at].revents & ZMQ_POLLIN)) {
         // A few frames at a time, then the other sockets get their turn.
-        for (int i = 0; i < 32 && held_ < capacity; ++i) {
+        for (int i = 0; i < 32 && room(); ++i) {
           if (!in_.recv(frame, zmq::recv_flags::dontwait)) break;
           ItemRun run = Spare();
           if (!AcceptFrame(frame, options_.flags.receive.max_frame_bytes, run,
@@ -211,6 +227,8 @@ class StageIo {
           const size_t size = run.size();
           held_ += size;
           if (Forward(0, run)) {
+            // Items an op kept back for a retry are with its threads now.
+            submitted_ += size - run.size();
             Emit(std::span<ItemRun>(&run, 1));
           } else {
             submitted_ += size;
@@ -335,7 +353,7 @@ Status RunStage(const StageOptions& options, StopSignal& stop,
   };
   for (size_t i = 0; i < runners.size(); ++i) {
     Status s = runners[i]->Start([&io, &outbox, i](ItemRun run) {
-      if (io.Forward(i + 1, run)) outbox.Push(std::move(run));
+      if (io.Forward(i + 1, run) && !run.empty()) outbox.Push(std::move(run));
     });
     if (!s.ok()) {
       stop_runners();

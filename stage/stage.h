@@ -16,7 +16,8 @@
 //
 // Memory is bounded by --queue: the I/O thread reads its socket only while
 // the items it holds (with the op threads, or encoded and waiting for a
-// peer) are fewer; a slow op or a slow downstream thus stops the reads, and
+// peer; items waiting out a retry's backoff are bounded apart, see
+// WaitingCapacity) are fewer; a slow op or a slow downstream thus stops the reads, and
 // the sender upstream meets its high-water mark. End-of-stream markers pass
 // by the ops (they may overtake items; the sink copes).
 //
@@ -71,6 +72,12 @@ struct StageCounters {
 // threads) with two frames' worth behind them, so that --concurrency 1000
 // means 1000 calls in flight.
 size_t HeldCapacity(const StageOptions& options);
+
+// Most items the stage holds waiting out a retry's backoff, on top of
+// HeldCapacity(): 64 x --queue (16,384 by default: 1% of 2 M items/s
+// waiting 500 ms is some 10,000). Past it the stage stops reading, as it
+// does when it holds --queue items otherwise.
+size_t WaitingCapacity(const StageOptions& options);
 
 // Opens both sockets, prints "READY in=<addresses> out=<addresses>" on
 // `ready_out`, then runs until a stop request and a complete drain.

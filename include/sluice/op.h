@@ -31,8 +31,10 @@
 //
 // Cheap ops cost no hand-off: the stage times each ItemOp and BatchOp, and
 // while one costs under about a microsecond per item it runs it on the
-// thread that received the items (with one more instance, made when first
-// needed) instead of waking a worker thread. Spare --threads then sleep.
+// thread that holds the items (the stage's I/O thread, or a thread of an
+// earlier op of the chain; each such thread gets an instance of its own,
+// made when first needed) instead of waking a worker thread. Spare
+// --threads then sleep.
 //
 // Per-item results: an op returns (or, for AsyncOp, completes with) a Status
 // per item.
@@ -119,8 +121,9 @@ class OpMetrics {
 struct OpContext {
   std::string_view name;  // The registered name ("upper").
   int op_index = 0;       // Position in the --op chain, from 0.
-  // This instance's thread, 0..threads-1; or `threads` for the instance
-  // the stage makes (on first use) to run a cheap op on its own I/O thread.
+  // This instance's thread, 0..threads-1; or `threads` and up for the
+  // instances the stage makes (on first use) for the other threads that run
+  // a cheap op where its items are (its I/O thread, an earlier op's).
   int thread = 0;
   int threads = 1;        // Instances of this op in the process.
   // --latency-ms for this op: simulated ops sleep (or wait) uniformly in

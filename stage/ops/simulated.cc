@@ -5,7 +5,10 @@
 //   result  "token_i"       -> "result_i"    (default 5 threads, 5 ms); an
 //                              input that is not a token fails the item
 //                              ("not_a_token"), it is not made up
-//   pass    payload         -> payload       (1 thread, 0 ms): the hub
+//   pass    payload         -> payload       (1 thread, 0 ms): the hub;
+//                              with --pass-fail-percent N, the items whose
+//                              seq % 100 < N fail Transient on their first
+//                              attempt in the process (to try retries)
 //
 // The asynchronous form counts its simulated calls (calls_<i>_<op>); with
 // --batch N it gathers items into calls of up to N, one latency each.
@@ -13,10 +16,12 @@
 // The latency is uniform in [0, --latency-ms). The per-item form sleeps on
 // its worker thread; with --concurrency K the asynchronous form waits on a
 // timer of the stage's event loop instead, K items at a time per loop.
+#include <mutex>
 #include <optional>
 #include <random>
 #include <string_view>
 #include <thread>
+#include <unordered_set>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -51,6 +56,34 @@ Status Apply(Kind kind, Item& item) {
   return Status::Ok();
 }
 
+// --pass-fail-percent: fails an item's first attempt in this process when
+// its seq % 100 is below the percentage, so that every such item is
+// retried exactly once, whichever instance tries it again.
+class FirstAttemptFailures {
+ public:
+  explicit FirstAttemptFailures(const OpContext& context) {
+    if (context.flags != nullptr && context.flags->count("pass-fail-percent")) {
+      percent_ = (*context.flags)["pass-fail-percent"].as<int64_t>();
+    }
+  }
+  // True if this attempt on `item` is to fail.
+  bool Fail(const Item& item) const {
+    if (percent_ <= 0 || static_cast<int64_t>(item.seq % 100) >= percent_) return false;
+    static std::mutex mu;
+    static std::unordered_set<std::string> tried;  // Guarded by mu.
+    std::string key = item.stream;
+    key.append(1, '\0').append(std::to_string(item.seq));
+    std::lock_guard<std::mutex> lock(mu);
+    return tried.insert(std::move(key)).second;
+  }
+  static Status Failure() {
+    return Transient("flaky: --pass-fail-percent fails this item's first attempt");
+  }
+
+ private:
+  int64_t percent_ = 0;
+};
+
 class Latency {
  public:
   explicit Latency(const OpContext& context)
@@ -72,15 +105,17 @@ class Latency {
 template <Kind kKind>
 class Simulated : public ItemOp {
  public:
-  explicit Simulated(const OpContext& context) : latency_(context) {}
+  explicit Simulated(const OpContext& context) : latency_(context), failures_(context) {}
   Status Process(Item& item) override {
     // The simulated remote call: the one deliberate sleep of a stage.
     if (!latency_.none()) std::this_thread::sleep_for(latency_.Next());
+    if (failures_.Fail(item)) return FirstAttemptFailures::Failure();
     return Apply(kKind, item);
   }
 
  private:
   Latency latency_;
+  FirstAttemptFailures failures_;
 };
 
 // The same op waiting on a timer of the event loop: thousands of items in
@@ -91,7 +126,7 @@ template <Kind kKind>
 class SimulatedAsync : public AsyncOp {
  public:
   explicit SimulatedAsync(const OpContext& context)
-      : io_(*context.io), latency_(context),
+      : io_(*context.io), latency_(context), failures_(context),
         calls_(context.metrics->Counter("calls")) {
     if (context.batch > 1) {
       gather_.emplace(context, [this](std::vector<Gather::Entry> call) {
@@ -103,6 +138,10 @@ class SimulatedAsync : public AsyncOp {
   }
 
   void Start(Item& item, Completion done) override {
+    if (failures_.Fail(item)) {
+      done(FirstAttemptFailures::Failure());
+      return;
+    }
     if (gather_) {
       gather_->Add(item, done);
       return;
@@ -157,6 +196,7 @@ class SimulatedAsync : public AsyncOp {
 
   boost::asio::io_context& io_;
   Latency latency_;
+  FirstAttemptFailures failures_;
   std::optional<Gather> gather_;  // With --batch.
   OpCounter& calls_;  // Simulated calls: one per item, or per batch.
   std::vector<std::unique_ptr<Waiting>> all_;  // At most --concurrency.
@@ -190,8 +230,25 @@ void RegisterSimulatedOps() {
       "token_i -> result_i, a simulated API call of up to --latency-ms (5); "
       "anything else fails as not_a_token",
       5, 5));
-  static RegisterOp pass(Define<Kind::kPass>(
-      "pass", "forwards items unchanged (the hub between two scaled stages)", 1, 0));
+  OpDefinition pass_definition = Define<Kind::kPass>(
+      "pass", "forwards items unchanged (the hub between two scaled stages)", 1, 0);
+  pass_definition.flags = [](boost::program_options::options_description& flags) {
+    flags.add_options()(
+        "pass-fail-percent", boost::program_options::value<int64_t>()->default_value(0),
+        "fail the items whose seq % 100 is below this Transient on their first "
+        "attempt, to try retries (0..100)");
+  };
+  pass_definition.check = [](const boost::program_options::variables_map& vm) {
+    const int64_t percent = vm.count("pass-fail-percent")
+                                ? vm["pass-fail-percent"].as<int64_t>()
+                                : 0;
+    if (percent < 0 || percent > 100) {
+      return InvalidArgument("--pass-fail-percent must be 0..100, got " +
+                             std::to_string(percent));
+    }
+    return Status::Ok();
+  };
+  static RegisterOp pass(std::move(pass_definition));
 }
 
 }  // namespace sluice

@@ -147,6 +147,30 @@ TEST(Ops, CoprocessThatDiesIsRestartedAndTheItemItHeldIsRetried) {
   EXPECT_NE(log.find("started co-process", first + 1), std::string::npos) << log;
 }
 
+// Issue 21, part 2: one item waiting for its retry once stalled the whole
+// stage (the backoff slept on its I/O thread). The shape of that job: a
+// cheap op that fails 1% of the items transiently once, a 500 ms backoff.
+// Every item is written once, none fails, and each picked item was retried
+// exactly once. (The speed is the bench's: sluice-bench --retry.)
+TEST(Ops, OnePercentTransientFailuresWithA500MsBackoffCompleteExactly) {
+  constexpr int kItems = 20000;
+  Chain chain;
+  // The producer waits longer than a retry before it resends: no replay
+  // is needed, and none happens.
+  chain.Run({{"--op", "pass", "--pass-fail-percent", "1", "--retry-backoff-ms", "500"}},
+            {"--count", std::to_string(kItems), "--rto-min-ms", "5000"}, {"--ordered"});
+  ASSERT_EQ(chain.Finish(), 0) << chain.sink->err();
+  nlohmann::json report = chain.Report();
+  ExpectCompleteExactly(report, kItems);
+  EXPECT_EQ(report["failed"], 0);
+  std::string expected;
+  for (int i = 0; i < kItems; ++i) expected += std::to_string(i) + "\n";
+  EXPECT_EQ(ReadFile(chain.dir.File("out.txt")), expected);
+  nlohmann::json counters = chain.stages[0]->LastCounters();
+  EXPECT_EQ(counters["retries_0_pass"], kItems / 100);  // seq % 100 == 0.
+  EXPECT_EQ(counters["failed_0_pass"], 0);
+}
+
 // Issue 7, point 3: a co-process that hangs is killed after --op-timeout-ms;
 // the item it held fails as "timeout" once its retries are spent.
 TEST(Ops, CoprocessThatHangsIsKilledAfterTheOpTimeout) {

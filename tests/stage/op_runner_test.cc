@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include <boost/asio/io_context.hpp>
@@ -13,6 +14,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <gtest/gtest.h>
 
+#include "stage/cost_meter.h"
 #include "stage/op_registry.h"
 #include "stage/stage.h"
 
@@ -331,49 +333,306 @@ TEST(OpRunner, AsyncOpPassesItemsFinishedTogetherOnAsOneRun) {
 // At low load runs hold one item and a cold op measures microseconds per
 // item: not cheap per item, but far cheaper than the two thread wake-ups of
 // a hand-off, so a short run runs where it is; a long one goes to threads.
-TEST(OpRunner, AShortRunOfAFewMicrosecondOpRunsInlineALongOneDoesNot) {
-  class Spin : public ItemOp {
-   public:
-    Status Process(Item&) override {  // About 2 us of work, not a sleep.
-      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(2);
-      while (std::chrono::steady_clock::now() < until) {
-      }
-      return Status::Ok();
-    }
-  };
-  OpDefinition spin{.name = "spin", .make_item = [](const OpContext&) {
-                      return StatusOr<std::unique_ptr<ItemOp>>(std::make_unique<Spin>());
-                    }};
+// The meter is fed chosen durations: its decisions, not the machine's
+// clock, are what is checked.
+TEST(CostMeter, AFewMicrosecondOpIsNotCheapButAShortRunOfItBeatsAHandOff) {
+  using std::chrono::microseconds;
+  CostMeter meter(std::chrono::milliseconds(0));
+  EXPECT_FALSE(meter.CheaperThanHandOff(1));  // Not measured yet.
+  meter.Add(microseconds(400), 200);          // 2 us per item.
+  EXPECT_FALSE(meter.cheap());                // At least 2 us per item.
+  EXPECT_FALSE(meter.CheaperThanHandOff(128));  // 256 us: hand it off.
+  EXPECT_TRUE(meter.CheaperThanHandOff(1));     // 2 us here, not 2 wake-ups.
+  // A preempted call (50 us per item) is clamped, not believed.
+  meter.Add(microseconds(50 * 200), 200);
+  EXPECT_TRUE(meter.CheaperThanHandOff(1));
+  // A call that blocks (1 ms per item) is believed at once.
+  meter.Add(std::chrono::milliseconds(1), 1);
+  EXPECT_FALSE(meter.CheaperThanHandOff(1));
+}
+
+TEST(CostMeter, AnOpUnderAMicrosecondPerItemIsCheapAndStopsBeingSoWhenSlow) {
+  using std::chrono::microseconds;
+  CostMeter meter(std::chrono::milliseconds(0));
+  EXPECT_FALSE(meter.cheap());
+  meter.Add(microseconds(20), 200);  // 100 ns per item.
+  EXPECT_TRUE(meter.cheap());
+  meter.Add(std::chrono::milliseconds(200), 200);  // 1 ms per item: blocks.
+  EXPECT_FALSE(meter.cheap());
+  // An op with a --latency-ms starts out dear.
+  EXPECT_FALSE(CostMeter(std::chrono::milliseconds(10)).CheaperThanHandOff(1));
+}
+
+TEST(OpRunner, AnUnmeasuredOpRunsOnItsThreads) {
+  OpDefinition upper{.name = "upper", .make_item = Make<Upper>};
   static const po::variables_map no_flags;
   OpCounters counters;
-  auto runner = OpRunner::Create(PlanFor(spin, 2), no_flags, counters);
+  auto runner = OpRunner::Create(PlanFor(upper, 2), no_flags, counters);
   ASSERT_TRUE(runner.ok()) << runner.status().message();
-  EXPECT_FALSE((*runner)->InlineFor(1));  // Not measured yet.
-  std::mutex mu;
-  std::condition_variable back;
-  size_t returned = 0;
-  ASSERT_TRUE((*runner)->Start([&](ItemRun run) {
-                std::lock_guard<std::mutex> lock(mu);
-                returned += run.size();
-                back.notify_all();
-              }).ok());
-  // Wall time is what is measured: on a loaded machine a round can read
-  // high (preempted), so feed rounds until one reads near the truth.
-  bool one_inline = false;
-  for (int round = 1; round <= 100 && !one_inline; ++round) {
-    ItemRun run;
-    for (uint64_t i = 0; i < 200; ++i) run.Append(DataItem(i, "x"));
-    (*runner)->Submit(std::move(run));
-    std::unique_lock<std::mutex> lock(mu);
-    back.wait(lock, [&] { return returned == 200u * round; });
-    lock.unlock();
-    EXPECT_FALSE((*runner)->cheap());        // At least 2 us per item.
-    EXPECT_FALSE((*runner)->InlineFor(128));  // At least 256 us: hand it off.
-    one_inline = (*runner)->InlineFor(1);     // 2 us here, not 2 wake-ups.
+  EXPECT_FALSE((*runner)->InlineFor(1));
+  EXPECT_FALSE((*runner)->cheap());
+}
+
+// Fails the first attempt of the items whose payload is "fail once", on
+// whichever instance tries them (retries may run on another thread).
+class FailsOnce : public ItemOp {
+ public:
+  explicit FailsOnce(std::set<uint64_t>* tried, std::mutex* mu) : tried_(tried), mu_(mu) {}
+  Status Process(Item& item) override {
+    if (item.payload == "fail once") {
+      std::lock_guard<std::mutex> lock(*mu_);
+      if (tried_->insert(item.seq).second) return Transient("busy: later");
+    }
+    item.payload += "!";
+    return Status::Ok();
   }
-  EXPECT_TRUE(one_inline);
+
+ private:
+  std::set<uint64_t>* tried_;
+  std::mutex* mu_;
+};
+
+// What a runner passed on, in the order it did.
+struct Forwarded {
+  std::mutex mu;
+  std::condition_variable changed;
+  std::vector<std::vector<uint64_t>> runs;  // Seqs of each run.
+  size_t items = 0;
+  OpRunner::Forward Callback() {
+    return [this](ItemRun run) {
+      std::lock_guard<std::mutex> lock(mu);
+      std::vector<uint64_t>& seqs = runs.emplace_back();
+      for (const Item& item : run) seqs.push_back(item.seq);
+      items += run.size();
+      changed.notify_all();
+    };
+  }
+  // Waits until `n` items have come (a generous bound against a hang).
+  bool WaitFor(size_t n) {
+    std::unique_lock<std::mutex> lock(mu);
+    return changed.wait_for(lock, std::chrono::seconds(60), [&] { return items >= n; });
+  }
+};
+
+// Issue 21, part 2: a retry's backoff once slept on the thread that tried
+// the item, holding up the rest of its run and every run behind it (with a
+// cheap op, the whole stage). Now the item waits off that path: its run goes
+// on without it, later runs are not held, and it follows alone after its
+// backoff. One thread, so that a sleeping thread would hold everything.
+TEST(OpRunner, AnItemInRetryBackoffHoldsUpNeitherItsRunNorLaterRuns) {
+  std::set<uint64_t> tried;
+  std::mutex tried_mu;
+  OpDefinition fails_once{.name = "fails_once", .make_item = [&](const OpContext&) {
+                            return StatusOr<std::unique_ptr<ItemOp>>(
+                                std::make_unique<FailsOnce>(&tried, &tried_mu));
+                          }};
+  OpPlan plan = PlanFor(fails_once, 1);
+  // Long enough that everything else is through long before it is due.
+  plan.backoff = std::chrono::milliseconds(2000);
+  static const po::variables_map no_flags;
+  OpCounters counters;
+  auto runner = OpRunner::Create(plan, no_flags, counters);
+  ASSERT_TRUE(runner.ok()) << runner.status().message();
+  Forwarded forwarded;
+  ASSERT_TRUE((*runner)->Start(forwarded.Callback()).ok());
+  for (uint64_t first : {0, 5, 10}) {
+    ItemRun run;
+    for (uint64_t i = first; i < first + 5; ++i) {
+      run.Append(DataItem(i, i == 2 ? "fail once" : "x"));
+    }
+    (*runner)->Submit(std::move(run));
+  }
+  // Everything but seq 2 comes through while seq 2 waits for its retry.
+  ASSERT_TRUE(forwarded.WaitFor(14));
+  auto order = [&] {
+    std::lock_guard<std::mutex> lock(forwarded.mu);
+    std::vector<uint64_t> seqs;
+    for (const auto& run : forwarded.runs) seqs.insert(seqs.end(), run.begin(), run.end());
+    return seqs;
+  };
+  EXPECT_EQ(order(), (std::vector<uint64_t>{0, 1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}));
+  EXPECT_EQ(counters.retries.value(), 1u);
+  // Close() still finishes the retry: seq 2 follows, alone, succeeded.
   (*runner)->Close();
   (*runner)->Join();
+  EXPECT_EQ(order().back(), 2u);
+  EXPECT_EQ(forwarded.runs.back(), std::vector<uint64_t>{2});
+  EXPECT_EQ(counters.processed.value(), 15u);
+  EXPECT_EQ(counters.failed.value(), 0u);
+}
+
+// The same for a cheap op run where its items are (the stage's I/O
+// thread): RunInline() returns at once without the item that needs a
+// retry, which the op's threads pass on after its backoff.
+TEST(OpRunner, RunInlineReturnsTheRunWithoutAnItemWaitingForItsRetry) {
+  std::set<uint64_t> tried;
+  std::mutex tried_mu;
+  OpDefinition fails_once{.name = "fails_once", .make_item = [&](const OpContext&) {
+                            return StatusOr<std::unique_ptr<ItemOp>>(
+                                std::make_unique<FailsOnce>(&tried, &tried_mu));
+                          }};
+  OpPlan plan = PlanFor(fails_once, 1);
+  plan.backoff = std::chrono::milliseconds(2000);
+  static const po::variables_map no_flags;
+  OpCounters counters;
+  auto runner = OpRunner::Create(plan, no_flags, counters);
+  ASSERT_TRUE(runner.ok()) << runner.status().message();
+  Forwarded forwarded;
+  ASSERT_TRUE((*runner)->Start(forwarded.Callback()).ok());
+  ItemRun run;
+  for (uint64_t i = 0; i < 5; ++i) run.Append(DataItem(i, i == 3 ? "fail once" : "x"));
+  ASSERT_TRUE((*runner)->RunInline(run));
+  ASSERT_EQ(run.size(), 4u);
+  for (size_t i = 0; i < run.size(); ++i) {
+    EXPECT_EQ(run[i].seq, std::vector<uint64_t>({0, 1, 2, 4})[i]);
+    EXPECT_EQ(run[i].payload, "x!");
+  }
+  {
+    std::lock_guard<std::mutex> lock(forwarded.mu);
+    EXPECT_EQ(forwarded.items, 0u);  // Still waiting for its backoff.
+  }
+  ItemRun later;
+  later.Append(DataItem(5, "x"));
+  ASSERT_TRUE((*runner)->RunInline(later));
+  EXPECT_EQ(later.size(), 1u);
+  (*runner)->Close();
+  (*runner)->Join();
+  ASSERT_EQ(forwarded.runs.size(), 1u);
+  EXPECT_EQ(forwarded.runs[0], std::vector<uint64_t>{3});
+  EXPECT_EQ(counters.processed.value(), 6u);
+  EXPECT_EQ(counters.retries.value(), 1u);
+}
+
+// Fails part "b" of a fanned-out item once; counts calls per payload.
+class FailsPartBOnce : public ItemOp {
+ public:
+  explicit FailsPartBOnce(std::map<std::string, int>* calls) : calls_(calls) {}
+  Status Process(Item& item) override {
+    if (item.payload == "b" && (*calls_)["b"]++ == 0) return Transient("busy: later");
+    if (item.payload != "b") ++(*calls_)[item.payload];
+    item.payload += "!";
+    return Status::Ok();
+  }
+
+ private:
+  std::map<std::string, int>* calls_;
+};
+
+// A part that failed waits for its retry with the parts already done,
+// which are not run again; the item comes out joined, in order.
+TEST(OpRunner, AFannedOutItemRetriesOnlyThePartThatFailed) {
+  std::map<std::string, int> calls;
+  OpDefinition fails_b{.name = "fails_b", .make_item = [&](const OpContext&) {
+                         return StatusOr<std::unique_ptr<ItemOp>>(
+                             std::make_unique<FailsPartBOnce>(&calls));
+                       }};
+  Item fanned = DataItem(0, "a");
+  fanned.AddOutput("b");
+  fanned.AddOutput("c");
+  OpCounters counters;
+  auto out = RunThrough(PlanFor(fails_b), {std::move(fanned), DataItem(1, "d")}, counters);
+  ASSERT_EQ(out.size(), 2u);
+  ASSERT_FALSE(out[0].failed());
+  EXPECT_EQ(out[0].payload, "a!");
+  EXPECT_EQ(out[0].more_payloads, (std::vector<std::string>{"b!", "c!"}));
+  EXPECT_EQ(calls["a"], 1);
+  EXPECT_EQ(calls["b"], 2);
+  EXPECT_EQ(calls["c"], 1);
+  EXPECT_EQ(out[1].payload, "d!");
+  EXPECT_EQ(counters.retries.value(), 1u);
+  EXPECT_EQ(counters.processed.value(), 2u);
+}
+
+// A BatchOp's retry is one call with the items that failed.
+TEST(OpRunner, BatchOpRetriesTheItemsThatFailedInOneCall) {
+  class FailsOddOnce : public BatchOp {
+   public:
+    explicit FailsOddOnce(std::vector<size_t>* calls) : calls_(calls) {}
+    void ProcessBatch(std::span<Item> items, std::span<Status> statuses) override {
+      calls_->push_back(items.size());
+      for (size_t i = 0; i < items.size(); ++i) {
+        if (items[i].seq % 2 == 1 && tried_.insert(items[i].seq).second) {
+          statuses[i] = Transient("busy: later");
+        } else {
+          items[i].payload += "!";
+        }
+      }
+    }
+
+   private:
+    std::vector<size_t>* calls_;
+    std::set<uint64_t> tried_;
+  };
+  std::vector<size_t> calls;
+  OpDefinition batch{.name = "batch",
+                     .make_batch = [&](const OpContext&) {
+                       return StatusOr<std::unique_ptr<BatchOp>>(
+                           std::make_unique<FailsOddOnce>(&calls));
+                     },
+                     .max_run = 8};
+  std::vector<Item> items;
+  for (uint64_t i = 0; i < 5; ++i) items.push_back(DataItem(i, "x"));
+  OpCounters counters;
+  auto out = RunThrough(PlanFor(batch), std::move(items), counters);
+  ASSERT_EQ(out.size(), 5u);
+  for (const Item& item : out) EXPECT_EQ(item.payload, "x!") << item.seq;
+  EXPECT_EQ(calls, (std::vector<size_t>{5, 2}));
+  EXPECT_EQ(counters.retries.value(), 2u);
+}
+
+// Records which thread uses each instance, and the instance's number.
+class ThreadCheck : public ItemOp {
+ public:
+  ThreadCheck(const OpContext& context, std::atomic<int>* shared, std::mutex* mu,
+              std::set<int>* numbers)
+      : shared_(shared) {
+    std::lock_guard<std::mutex> lock(*mu);
+    numbers->insert(context.thread);
+  }
+  Status Process(Item&) override {
+    if (owner_ == std::thread::id()) owner_ = std::this_thread::get_id();
+    if (owner_ != std::this_thread::get_id()) ++*shared_;
+    return Status::Ok();
+  }
+
+ private:
+  std::atomic<int>* shared_;
+  std::thread::id owner_;
+};
+
+// op.h: "the stage makes one instance per worker thread ... so an op's
+// members are per-thread state and need no locks". RunInline() is called
+// by the stage's I/O thread and by the threads of earlier ops in the
+// chain: each gets an instance of its own, numbered after the workers'.
+TEST(OpRunner, EachThreadThatRunsAnOpInlineHasItsOwnInstance) {
+  std::atomic<int> shared{0};
+  std::mutex mu;
+  std::set<int> numbers;
+  OpDefinition check{.name = "check", .make_item = [&](const OpContext& c) {
+                       return StatusOr<std::unique_ptr<ItemOp>>(
+                           std::make_unique<ThreadCheck>(c, &shared, &mu, &numbers));
+                     }};
+  static const po::variables_map no_flags;
+  OpCounters counters;
+  auto runner = OpRunner::Create(PlanFor(check, 2), no_flags, counters);
+  ASSERT_TRUE(runner.ok()) << runner.status().message();
+  ASSERT_TRUE((*runner)->Start([](ItemRun) {}).ok());
+  auto caller = [&] {
+    for (uint64_t i = 0; i < 200; ++i) {
+      ItemRun run;
+      run.Append(DataItem(i, "x"));
+      EXPECT_TRUE((*runner)->RunInline(run));
+    }
+  };
+  std::thread a(caller), b(caller), c(caller);
+  a.join();
+  b.join();
+  c.join();
+  (*runner)->Close();
+  (*runner)->Join();
+  EXPECT_EQ(shared.load(), 0) << "an instance was used by two threads";
+  EXPECT_EQ(numbers, (std::set<int>{0, 1, 2, 3, 4}));  // 2 workers, 3 callers.
+  EXPECT_EQ(counters.processed.value(), 600u);
 }
 
 // --concurrency K means K calls in flight: the stage holds enough items to
