@@ -126,8 +126,10 @@ int Main(int argc, const char* const argv[]) {
   defaults.queue_capacity = 256;
   AddCommonFlags(options, kSenderFlags | kReceiverFlags, defaults);
 
-  // Every op's own flags are known to the parser; --help shows those of the
-  // ops named by --op.
+  // Every op's own flags are known to the parser, which takes each any
+  // number of times and keeps the occurrences for OpFlagsPerOp to share out
+  // among the ops of the chain (stage/op_registry.h); --help shows those of
+  // the ops named by --op.
   const std::vector<std::string> named = OpsNamed(argc, argv);
   const bool help = HelpAsked(argc, argv);
   std::set<std::string> shown;
