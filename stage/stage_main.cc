@@ -1,6 +1,7 @@
 // StageMain: the sluice-stage program, for the built-in binary and for a
 // stage of the user's own that links more ops in (sluice/op.h).
 #include <cstring>
+#include <deque>
 #include <iostream>
 #include <set>
 
@@ -79,7 +80,15 @@ int Main(int argc, const char* const argv[]) {
       "'READY in=... out=...' on stdout once its sockets are up. "
       "SIGINT/SIGTERM: stops reading, sends everything it holds, exits 0. "
       "An item an op fails is retried (--retries), then sent on marked "
-      "failed: the sink dead-letters it, nothing is lost.\n\n" + OpList()};
+      "failed: the sink dead-letters it, nothing is lost.\n\n"
+      "Op flags are per op: a flag of an op's own (--url, --exec, ...) given "
+      "once applies to every op of the chain that takes it; given several "
+      "times, the k-th goes to the k-th op that takes it, and it must then be "
+      "given once per such op. A list flag (--header) goes whole to each op. "
+      "Example: --op http,exec,http --url URL1 --url URL2 --exec 'CMD'. In a "
+      "--config file, repeat the line; SLUICE_<FLAG> gives one value for all. "
+      "The stage's comma lists (--threads 4,1, ...) are per op as before.\n\n" +
+      OpList()};
   po::options_description options("Stage flags");
   options.add_options()
       ("in", po::value<std::string>()->default_value(">tcp://localhost:5557"),
@@ -117,8 +126,10 @@ int Main(int argc, const char* const argv[]) {
   defaults.queue_capacity = 256;
   AddCommonFlags(options, kSenderFlags | kReceiverFlags, defaults);
 
-  // Every op's own flags are known to the parser; --help shows those of the
-  // ops named by --op.
+  // Every op's own flags are known to the parser, which takes each any
+  // number of times and keeps the occurrences for OpFlagsPerOp to share out
+  // among the ops of the chain (stage/op_registry.h); --help shows those of
+  // the ops named by --op.
   const std::vector<std::string> named = OpsNamed(argc, argv);
   const bool help = HelpAsked(argc, argv);
   std::set<std::string> shown;
@@ -127,7 +138,7 @@ int Main(int argc, const char* const argv[]) {
     bool wanted = std::find(named.begin(), named.end(), op->name) != named.end();
     if (help && !wanted) continue;
     po::options_description own("Flags of op " + op->name + " (" + op->summary + ")");
-    op->flags(own);
+    AddRepeatableOpFlags(*op, own);
     options.add(own);
     shown.insert(op->name);
   }
@@ -155,20 +166,30 @@ int Main(int argc, const char* const argv[]) {
 
   auto names = ParseNameList(vm["op"].as<std::string>(), "op");
   if (!names.ok()) return ReportUsageError(info.name, names.status().message());
-  std::set<const OpDefinition*> checked;
+  std::vector<const OpDefinition*> chain;
   for (const std::string& name : *names) {
     const OpDefinition* op = FindOp(name);
     if (op == nullptr) {
       return ReportUsageError(info.name, "--op: unknown op '" + name +
                                              "'; registered ops: " + RegisteredOpNames());
     }
-    if (op->check && checked.insert(op).second) {
-      if (Status s = op->check(vm); !s.ok()) {
-        return ReportUsageError(info.name, "--op " + name + ": " + s.message());
+    chain.push_back(op);
+  }
+  // Each op of the chain with its own flags (OpContext::flags); both live
+  // until the stage has stopped.
+  auto op_flags = OpFlagsPerOp(vm, chain);
+  if (!op_flags.ok()) return ReportUsageError(info.name, op_flags.status().message());
+  std::deque<OpDefinition> bound_ops;
+  for (size_t i = 0; i < chain.size(); ++i) {
+    const OpDefinition* op = chain[i];
+    const po::variables_map& own = *(*op_flags)[i];
+    if (op->check) {
+      if (Status s = op->check(own); !s.ok()) {
+        return ReportUsageError(info.name, OpInChain(chain, i) + ": " + s.message());
       }
     }
     OpPlan plan;
-    plan.definition = op;
+    plan.definition = &bound_ops.emplace_back(WithFlags(*op, &own));
     plan.index = static_cast<int>(opts.ops.size());
     plan.threads = op->default_threads;
     plan.max_latency = op->default_latency;
@@ -221,8 +242,9 @@ int Main(int argc, const char* const argv[]) {
     if (batch_wait[i]) plan.batch_wait = std::chrono::milliseconds(*batch_wait[i]);
     if (plan.concurrency > 0) plan.threads = 1;
     if (threads[i]) plan.threads = static_cast<int>(*threads[i]);
-    if (op.name == "exec" && vm["exec-procs"].as<int64_t>() > 0) {
-      plan.threads = static_cast<int>(vm["exec-procs"].as<int64_t>());
+    const po::variables_map& own = *(*op_flags)[i];
+    if (op.name == "exec" && own["exec-procs"].as<int64_t>() > 0) {
+      plan.threads = static_cast<int>(own["exec-procs"].as<int64_t>());
     }
     if (latency[i]) plan.max_latency = std::chrono::milliseconds(*latency[i]);
     if (retries[i]) plan.retries = static_cast<int>(*retries[i]);
@@ -232,7 +254,7 @@ int Main(int argc, const char* const argv[]) {
   auto flags = ReadCommonFlags(vm, kSenderFlags | kReceiverFlags);
   if (!flags.ok()) return ReportUsageError(info.name, flags.status().message());
   opts.flags = *flags;
-  opts.op_flags = &vm;
+  opts.op_flags = &vm;  // The ops see their own (WithFlags above).
   if (Status s = InitLogging(info.name, vm["log-level"].as<std::string>(),
                              vm["log-format"].as<std::string>()); !s.ok()) {
     return ReportUsageError(info.name, s.message());

@@ -139,7 +139,10 @@ struct OpContext {
   // `batch_wait` after the first (sluice/gather.h does that). 1 = no batches.
   size_t batch = 1;
   std::chrono::milliseconds batch_wait{0};
-  // Every flag of the stage, the op's own among them.
+  // Every flag of the stage, with the op's own as given for this op of the
+  // chain: a flag of the op's given once applies to every op that takes
+  // it; given several times, the k-th goes to the k-th op that takes it
+  // (--op http,http --url A --url B). Defaults and types as declared.
   const boost::program_options::variables_map* flags = nullptr;
   // "HOST:PID/NAME#THREAD", for logs and dead letters.
   std::string worker;
@@ -212,10 +215,14 @@ struct OpDefinition {
   std::function<StatusOr<std::unique_ptr<BatchOp>>(const OpContext&)> make_batch;
   std::function<StatusOr<std::unique_ptr<AsyncOp>>(const OpContext&)> make_async;
   // Registers the op's own flags (shown by --op NAME --help). Names must not
-  // clash with another op's or the stage's.
+  // clash with another op's or the stage's. Each op of the chain gets its
+  // own values (OpContext::flags); a flag whose value is a vector (repeat
+  // it for more values) goes whole to every op that takes it. Called more
+  // than once: declare the same flags each time.
   std::function<void(boost::program_options::options_description&)> flags;
-  // Validates the op's flags once, before any instance is made. A non-OK
-  // status is a usage error: the stage prints it and exits 64.
+  // Validates the op's flags, once per op of the chain, with the flags that
+  // op will see, before any instance is made. A non-OK status is a usage
+  // error: the stage prints it and exits 64.
   std::function<Status(const boost::program_options::variables_map&)> check;
   int default_threads = 1;                      // --threads when not given.
   std::chrono::milliseconds default_latency{0};  // --latency-ms when not given.

@@ -797,7 +797,8 @@ void RegisterHttpOp() {
             ("method", po::value<std::string>()->default_value("GET"),
              "GET, or POST (the payload is the request body)")
             ("header", po::value<std::vector<std::string>>(),
-             "'Name: value' added to every request (repeat the flag for more)")
+             "'Name: value' added to every request (repeat the flag for more; "
+             "each http op of the chain gets every one)")
             ("rate", po::value<double>()->default_value(0),
              "most calls per second of this worker, retries and hedges "
              "included (0: no limit)")

@@ -215,6 +215,74 @@ TEST(HttpOp, BatchAnswerOfTheWrongShapeFailsItsItems) {
   EXPECT_EQ(report["failed_by_reason"]["bad_answer"], 30) << report.dump();
 }
 
+// Issue 21, point 4: an op's own flags are per op. One stage runs two http
+// ops with different URLs and two exec ops with different commands; every
+// item shows all four, in chain order: /token/I gives token_I, only
+// /result/token_I gives result_I; the first co-process appends ", one" and
+// the second upper-cases (after the first: "RESULT_I, ONE", not
+// "RESULT_I, one"). The commands hold spaces and commas: nothing splits them.
+// Flags given once (--method, --exec-framing) apply to both ops.
+TEST(HttpOp, TwoHttpAndTwoExecOpsInOneStageEachRunWithTheirOwnFlags) {
+  TestApi api;
+  const std::string python = "/usr/bin/python3 -c ";
+  const std::string append_one =
+      python + "'import sys; [print(line.rstrip(\"\\n\") + \", one\", flush=True) "
+               "for line in sys.stdin]'";
+  const std::string upper_case =
+      python + "'import sys; [print(line.rstrip(\"\\n\").upper(), flush=True) "
+               "for line in sys.stdin]'";
+  Chain chain;
+  chain.Run({{"--op", "http,http,exec,exec",
+              "--url", api.base() + "/token/{payload}",
+              "--url", api.base() + "/result/{payload}",
+              "--exec", append_one, "--exec", upper_case,
+              "--method", "GET", "--exec-framing", "lines"}},
+            {"--count", "500"}, {"--ordered"});
+  ASSERT_EQ(chain.Finish(), 0) << chain.sink->err() << chain.stages[0]->err();
+  ExpectCompleteExactly(chain.Report(), 500);
+  std::string expected;
+  for (int i = 0; i < 500; ++i) expected += "RESULT_" + std::to_string(i) + ", ONE\n";
+  EXPECT_EQ(ReadFile(chain.dir.File("out.txt")), expected);
+  EXPECT_EQ(Counter(*chain.stages[0], "http_calls_0_http"), 500u);
+  EXPECT_EQ(Counter(*chain.stages[0], "http_calls_1_http"), 500u);
+  nlohmann::json stats = api.Stats();
+  EXPECT_EQ(stats["requests"], 1000) << stats.dump();
+  EXPECT_EQ(stats["status"]["200"], 1000) << stats.dump();
+}
+
+// Issue 21, point 4: a repeated op flag must be given once, or once per op
+// that takes it; any other count is a usage error naming the flag, the count
+// and the ops. A bad value names the op it was meant for.
+TEST(HttpOp, RepeatedOpFlagGivenTheWrongNumberOfTimesExits64) {
+  const std::vector<std::pair<Args, std::vector<std::string>>> cases = {
+      {{"--op", "http,pass,http", "--url", "http://h/a", "--url", "http://h/b", "--url",
+        "http://h/c"},
+       {"--url is given 3 times", "2 ops", "1: http, 3: http"}},
+      {{"--op", "http", "--url", "http://h/a", "--url", "http://h/b"},
+       {"--url is given 2 times", "1 op", "1: http"}},
+      {{"--op", "exec,exec,exec", "--exec", "cat", "--exec", "cat -u"},
+       {"--exec is given 2 times", "3 ops", "1: exec, 2: exec, 3: exec"}},
+      {{"--op", "exec,exec", "--exec", "cat", "--exec-procs", "1", "--exec-procs", "2",
+        "--exec-procs", "3"},
+       {"--exec-procs is given 3 times", "2 ops"}},
+      {{"--op", "http,http", "--url", "http://h/a", "--url", "ftp://h/b"},
+       {"--op http (op 2 of the chain)", "--url", "ftp://h/b"}},
+      {{"--op", "http,http", "--url", "http://h/a", "--rate", "1", "--rate", "fast"},
+       {"--op http (op 2 of the chain)", "--rate", "fast"}},
+  };
+  for (const auto& [args, wanted] : cases) {
+    std::string err;
+    EXPECT_EQ(RunToExit("sluice-stage", args, nullptr, &err), 64) << args[1];
+    for (const std::string& text : wanted) {
+      EXPECT_NE(err.find(text), std::string::npos) << text << " in: " << err;
+    }
+  }
+  std::string out;
+  EXPECT_EQ(RunToExit("sluice-stage", {"--op", "http", "--help"}, &out), 0);
+  EXPECT_NE(out.find("--url"), std::string::npos) << out;
+  EXPECT_NE(out.find("the k-th goes to the k-th op that takes it"), std::string::npos) << out;
+}
+
 TEST(HttpOp, BadFlagValuesExit64NamingTheFlag) {
   const std::vector<std::pair<Args, std::string>> cases = {
       {{"--op", "http"}, "--url"},
