@@ -61,7 +61,7 @@ int Main(int argc, const char* const argv[]) {
       ("peers", po::value<int64_t>()->default_value(0),
        "before sending, wait until N downstream peers are connected, so that "
        "the first one does not get everything (0: start at once)");
-  AddCommonFlags(options, kSenderFlags, defaults);
+  AddCommonFlags(options, kSenderFlags | kQueueFlags, defaults);
 
   po::variables_map vm;
   if (auto exit = ParseCommandLine(info, options, argc, argv, vm)) return *exit;
@@ -105,7 +105,7 @@ int Main(int argc, const char* const argv[]) {
   opts.retransmit.initial_rto = std::clamp(std::chrono::milliseconds(1000),
                                            opts.retransmit.min_rto,
                                            opts.retransmit.max_rto);
-  auto flags = ReadCommonFlags(vm, kSenderFlags);
+  auto flags = ReadCommonFlags(vm, kSenderFlags | kQueueFlags);
   if (!flags.ok()) read.Fail(flags.status());
   if (!read.status().ok()) return ReportUsageError(info.name, read.status().message());
   opts.flags = *flags;

@@ -115,7 +115,7 @@ int Main(int argc, const char* const argv[]) {
   // take, so deep queues hurt load balance at the tail of a stream.
   CommonFlags defaults;
   defaults.queue_capacity = 256;
-  AddCommonFlags(options, kSenderFlags | kReceiverFlags, defaults);
+  AddCommonFlags(options, kSenderFlags | kReceiverFlags | kQueueFlags, defaults);
 
   // Every op's own flags are known to the parser; --help shows those of the
   // ops named by --op.
@@ -229,7 +229,7 @@ int Main(int argc, const char* const argv[]) {
     if (backoff[i]) plan.backoff = std::chrono::milliseconds(*backoff[i]);
     if (timeout[i]) plan.timeout = std::chrono::milliseconds(*timeout[i]);
   }
-  auto flags = ReadCommonFlags(vm, kSenderFlags | kReceiverFlags);
+  auto flags = ReadCommonFlags(vm, kSenderFlags | kReceiverFlags | kQueueFlags);
   if (!flags.ok()) return ReportUsageError(info.name, flags.status().message());
   opts.flags = *flags;
   opts.op_flags = &vm;
