@@ -75,7 +75,7 @@ build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
-# Only the three executables (what deploy/Dockerfile builds).
+# Only the four executables (what deploy/Dockerfile builds).
 binaries: deps-build
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS) --target sluice-producer sluice-stage sluice-sink sluice-keygen

@@ -7,9 +7,6 @@ void AddCommonFlags(po::options_description& options, unsigned sets,
   options.add_options()
       ("hwm", po::value<int64_t>()->default_value(d.socket.hwm),
        "socket high-water mark, in frames (a frame holds a batch of items)")
-      ("queue", po::value<int64_t>()->default_value(
-                    static_cast<int64_t>(d.queue_capacity)),
-       "capacity of each internal queue, in items")
       ("linger-ms", po::value<int64_t>()->default_value(d.socket.linger_ms),
        "on exit, how long sockets may still flush queued frames (ms)")
       ("heartbeat-ms", po::value<int64_t>()->default_value(d.socket.heartbeat_ms),
@@ -25,6 +22,12 @@ void AddCommonFlags(po::options_description& options, unsigned sets,
        "serve the counters to Prometheus at http://HOST:PORT/metrics "
        "(e.g. 0.0.0.0:9100; port 0 picks a free one; empty: off)");
   AddCurveFlags(options);
+  if (sets & kQueueFlags) {
+    options.add_options()
+        ("queue", po::value<int64_t>()->default_value(
+                      static_cast<int64_t>(d.queue_capacity)),
+         "capacity of each internal queue, in items");
+  }
   if (sets & kReceiverFlags) {
     options.add_options()
         ("max-frame-bytes",
@@ -53,7 +56,6 @@ StatusOr<CommonFlags> ReadCommonFlags(const po::variables_map& vm,
   FlagReader read(vm);
   CommonFlags flags;
   flags.socket.hwm = static_cast<int>(read.Int("hwm", 1, 1'000'000));
-  flags.queue_capacity = static_cast<size_t>(read.Int("queue", 1, 100'000'000));
   flags.socket.linger_ms = static_cast<int>(read.Int("linger-ms", 0, 3'600'000));
   flags.socket.heartbeat_ms = static_cast<int>(read.Int("heartbeat-ms", 0, 600'000));
   flags.stats_interval = read.Seconds("stats-interval", 0, 86400);
@@ -62,6 +64,9 @@ StatusOr<CommonFlags> ReadCommonFlags(const po::variables_map& vm,
   if (!curve.ok()) return curve.status();
   if (curve->enabled()) {
     flags.socket.curve = std::make_shared<const CurveConfig>(std::move(*curve));
+  }
+  if (sets & kQueueFlags) {
+    flags.queue_capacity = static_cast<size_t>(read.Int("queue", 1, 100'000'000));
   }
   if (sets & kReceiverFlags) {
     flags.receive.max_frame_bytes =

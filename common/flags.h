@@ -3,7 +3,7 @@
 // Flags that more than one binary takes, registered and read in one place so
 // that their names, defaults, ranges and help text agree everywhere:
 //   --hwm N              socket high-water mark, in frames
-//   --queue N            internal queue capacity, in items
+//   --queue N            binaries with internal queues: their capacity, in items
 //   --linger-ms MS       how long closing sockets may flush queued frames
 //   --heartbeat-ms MS    liveness probes; a peer silent for 5 x MS is dropped
 //   --max-frame-bytes N  receivers: largest frame decoded
@@ -28,7 +28,7 @@ struct CommonFlags {
   SocketOptions socket;
   ReceiveOptions receive;
   SendOptions send;
-  size_t queue_capacity = 1024;
+  size_t queue_capacity = 1024;  // Read only with kQueueFlags.
   std::chrono::milliseconds stats_interval{30000};
   std::string metrics_address;  // Empty: no metrics endpoint.
 };
@@ -36,10 +36,11 @@ struct CommonFlags {
 enum FlagSet : unsigned {
   kSenderFlags = 1,    // batch-items, batch-bytes, drain-timeout
   kReceiverFlags = 2,  // max-frame-bytes
+  kQueueFlags = 4,     // queue (the sink has no internal queue)
 };
 
-// Registers --hwm, --queue, --linger-ms, --stats-interval and the flags of
-// `sets`, with `defaults` as defaults.
+// Registers --hwm, --linger-ms, --heartbeat-ms, --stats-interval, --metrics,
+// the CURVE flags and the flags of `sets`, with `defaults` as defaults.
 void AddCommonFlags(po::options_description& options, unsigned sets,
                     const CommonFlags& defaults = CommonFlags());
 

@@ -2,6 +2,8 @@
 // --curve-allow. Writes NAME.key (the secret key, mode 0600) and NAME.pub
 // (the public key), each the 40-character Z85 text of zmq_curve_keypair and
 // a newline. Never overwrites: an existing file is an error (exit 64).
+// Its only flags are --help and --version, as every Sluice binary has; it
+// reads no SLUICE_* environment and no --config.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -38,9 +40,17 @@ int main(int argc, char** argv) {
   const std::string usage =
       "Usage: sluice-keygen NAME\n\n"
       "Writes NAME.key (secret, mode 0600) and NAME.pub (public): a CURVE key\n"
-      "pair for --curve-secret, --curve-server and --curve-allow.\n";
+      "pair for --curve-secret, --curve-server and --curve-allow. Never\n"
+      "overwrites a file (exit 64 if one exists).\n\n"
+      "Flags:\n"
+      "  -h [ --help ]  print this help and exit\n"
+      "  --version      print the version and exit\n";
   if (argc == 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
     std::cout << usage;
+    return kExitOk;
+  }
+  if (argc == 2 && std::strcmp(argv[1], "--version") == 0) {
+    std::cout << "sluice-keygen " << SLUICE_VERSION << "\n";
     return kExitOk;
   }
   if (argc != 2 || argv[1][0] == '\0' || argv[1][0] == '-') {

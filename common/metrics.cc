@@ -40,7 +40,7 @@ class CountersCollectable : public prometheus::Collectable {
     prometheus::MetricFamily family;
     family.name = "sluice_" + name + (gauge ? "" : "_total");
     family.help = std::string("Sluice ") + (gauge ? "gauge " : "counter ") + name +
-                  " (see README, Operating Sluice)";
+                  " (see docs/operating.md, What to watch)";
     family.type = type;
     prometheus::ClientMetric metric;
     metric.label.push_back({"binary", program_});

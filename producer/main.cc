@@ -19,8 +19,11 @@ int Main(int argc, const char* const argv[]) {
       "Emits one stream into a Sluice pipeline: --count N items with payloads "
       "0..N-1, or one item per line of --input FILE ('-' = stdin), then an "
       "end-of-stream. Blocks, never drops, when downstream is slow. Prints "
-      "'READY out=... stream=...' on stdout once its socket is up, and exits "
-      "0 once everything was handed to the network."};
+      "'READY out=... stream=...' on stdout once its socket is up. Exits 0 "
+      "once the sink has acknowledged every item and the end-of-stream "
+      "(with --acks off: once all of it was handed to the network), 75 if "
+      "that does not happen (see --give-up; the same command resumes), 69 "
+      "if the sink's ack socket never answered."};
   CommonFlags defaults;
   defaults.socket.linger_ms = 60000;
   po::options_description options("Producer flags");
@@ -61,7 +64,7 @@ int Main(int argc, const char* const argv[]) {
       ("peers", po::value<int64_t>()->default_value(0),
        "before sending, wait until N downstream peers are connected, so that "
        "the first one does not get everything (0: start at once)");
-  AddCommonFlags(options, kSenderFlags, defaults);
+  AddCommonFlags(options, kSenderFlags | kQueueFlags, defaults);
 
   po::variables_map vm;
   if (auto exit = ParseCommandLine(info, options, argc, argv, vm)) return *exit;
@@ -105,7 +108,7 @@ int Main(int argc, const char* const argv[]) {
   opts.retransmit.initial_rto = std::clamp(std::chrono::milliseconds(1000),
                                            opts.retransmit.min_rto,
                                            opts.retransmit.max_rto);
-  auto flags = ReadCommonFlags(vm, kSenderFlags);
+  auto flags = ReadCommonFlags(vm, kSenderFlags | kQueueFlags);
   if (!flags.ok()) read.Fail(flags.status());
   if (!read.status().ok()) return ReportUsageError(info.name, read.status().message());
   opts.flags = *flags;

@@ -81,9 +81,7 @@ int Main(int argc, const char* const argv[]) {
        "backpressure at work; 0: unlimited)")
       ("progress", po::value<std::string>()->default_value("auto"),
        "live progress on stderr: auto (if a terminal), on, off");
-  CommonFlags defaults;
-  defaults.queue_capacity = 4096;
-  AddCommonFlags(options, kReceiverFlags, defaults);
+  AddCommonFlags(options, kReceiverFlags);
 
   po::variables_map vm;
   if (auto exit = ParseCommandLine(info, options, argc, argv, vm)) return *exit;

@@ -124,7 +124,7 @@ int Main(int argc, const char* const argv[]) {
   // take, so deep queues hurt load balance at the tail of a stream.
   CommonFlags defaults;
   defaults.queue_capacity = 256;
-  AddCommonFlags(options, kSenderFlags | kReceiverFlags, defaults);
+  AddCommonFlags(options, kSenderFlags | kReceiverFlags | kQueueFlags, defaults);
 
   // Every op's own flags are known to the parser, which takes each any
   // number of times and keeps the occurrences for OpFlagsPerOp to share out
@@ -251,7 +251,7 @@ int Main(int argc, const char* const argv[]) {
     if (backoff[i]) plan.backoff = std::chrono::milliseconds(*backoff[i]);
     if (timeout[i]) plan.timeout = std::chrono::milliseconds(*timeout[i]);
   }
-  auto flags = ReadCommonFlags(vm, kSenderFlags | kReceiverFlags);
+  auto flags = ReadCommonFlags(vm, kSenderFlags | kReceiverFlags | kQueueFlags);
   if (!flags.ok()) return ReportUsageError(info.name, flags.status().message());
   opts.flags = *flags;
   opts.op_flags = &vm;  // The ops see their own (WithFlags above).

@@ -8,8 +8,7 @@ Emits payloads "0".."N-1" as stream --stream, in batches, then the stream's
 end-of-stream; hears the sink's acks for that stream and sends again what is
 not acknowledged (at-least-once), until the sink says the stream is
 complete. Exit 0 once complete, 75 if acks stop coming. With --acks off it
-sends once and exits. See the README, "Writing a producer, stage or sink in
-another language".
+sends once and exits. The wire rules it follows are in docs/protocol.md.
 """
 import argparse
 import os
@@ -52,7 +51,10 @@ def main() -> int:
                     help="the sink's ack endpoint to connect to, or 'off'")
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--stream", default="py" + os.urandom(5).hex())
-    ap.add_argument("--batch", type=int, default=128, help="items per frame")
+    # Named as sluice-producer's flag: items per frame (a stage's --batch
+    # is something else, items per call of an op).
+    ap.add_argument("--batch-items", type=int, default=128,
+                    help="most items per frame")
     ap.add_argument("--resend-after", type=float, default=2.0,
                     help="seconds without ack progress before sending again")
     ap.add_argument("--give-up", type=float, default=60.0)
@@ -78,8 +80,8 @@ def main() -> int:
 
     def send_all(seqs):
         seqs = sorted(seqs)
-        for i in range(0, len(seqs), args.batch):
-            out.send(batch_frame(stream, seqs[i:i + args.batch]))
+        for i in range(0, len(seqs), args.batch_items):
+            out.send(batch_frame(stream, seqs[i:i + args.batch_items]))
 
     send_all(range(args.count))
     out.send(end_frame(stream, args.count))

@@ -2,8 +2,8 @@
 // long-lived co-process (--exec 'CMD') and talks to it over its stdin and
 // stdout; its stderr goes to the stage's log, one line per line.
 //
-// Protocol (README, "Ops in any language"): items go in order, answers come
-// back in the same order, one answer per item.
+// Protocol (docs/writing-ops.md, "In any language"): items go in order,
+// answers come back in the same order, one answer per item.
 //   --exec-framing lines  one payload per line in ("\n"-terminated), one
 //                         result per line out. A payload holding "\n" cannot
 //                         be framed: that item fails (newline_in_payload).

@@ -154,7 +154,7 @@ TEST(Faults, SigstopOfAWorkerForSecondsThenSigcontLosesNothingAndWritesOnce) {
 
 // Issue 4, 6e: a sink 100 times slower than the producer. Memory of every
 // process stays under a fixed bound while it runs (sampled), and nothing is
-// lost. The bound is the one stated in the README.
+// lost. The bound is the one stated in docs/guarantees.md.
 TEST(Faults, SinkHundredTimesSlowerKeepsEveryProcessUnderTheMemoryBound) {
   constexpr int kItems = 8000;
   constexpr long kBoundKib = 32 * 1024;  // 32 MiB per process.

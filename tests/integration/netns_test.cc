@@ -119,7 +119,7 @@ TEST(AcrossHosts, WorkerHostLinkCutAndRestoredMidStreamCompletesExactly) {
 
 // Issue 11, point 2: a token worker's host falls silent for good (every
 // packet dropped, no reset). The producer replays what it held through the
-// other host, and the job completes within the bound the README states (60
+// other host, and the job completes within the bound of docs/guarantees.md (60
 // s after the loss; about 10 s here). Heartbeats (--heartbeat-ms) drop the
 // silent connections after 5 s; the replay itself does not wait for them
 // (the producer's window resends on its retransmit timer, and PUSH stops

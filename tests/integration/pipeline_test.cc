@@ -403,7 +403,7 @@ TEST(Pipeline, MetricsEndpointServesTheCountersOfARunningStage) {
 // in its counters and on --metrics.
 TEST(Pipeline, ASlowNextHopShowsAsHeldItemsAndTimeBlockedOnSend) {
   auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--progress", "off",
-                                    "--max-rate", "4000", "--hwm", "2", "--queue", "64"});
+                                    "--max-rate", "4000", "--hwm", "2"});
   auto sink_ready = sink->WaitReady();
   std::string sink_in = sink_ready["in"];
   auto stage = Start("sluice-stage", {"--op", "pass", "--in", "@tcp://127.0.0.1:*",
@@ -711,7 +711,7 @@ TEST(Pipeline, SlowSinkMakesProducerAndStagesBlockRatherThanGrow) {
   }
   auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--report",
                                     dir.File("report.json"), "--max-rate", "3000",
-                                    "--hwm", "4", "--queue", "64", "--progress", "off"});
+                                    "--hwm", "4", "--progress", "off"});
   auto ready = sink->WaitReady();
   std::string sink_in = ready["in"];
   auto stage = Start("sluice-stage", {"--op", "pass", "--in", "@tcp://127.0.0.1:*",
