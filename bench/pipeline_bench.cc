@@ -25,7 +25,9 @@
 // the peak memory of each process of the job at 10^5 and 10^7 items and
 // under a slow sink (--memory), and a cheap op whose 1% transient failures
 // wait 500 ms for their retry against the same job without failures
-// (--retry).
+// (--retry), and latency-bound workers at capacity: 1 and 2 workers of 2
+// threads at 1 ms per item, with the sink's default ack batching, against
+// their capacity (--flow).
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -681,6 +683,57 @@ bool RetryBench(uint64_t n, int runs) {
   return true;
 }
 
+// Items per second of `workers` token workers of 2 threads whose op takes
+// 1 ms on average (--latency-ms 2: uniform in [0, 2)), acks on with the
+// sink's default ack interval; 0 if the job did not complete exactly.
+double FlowRun(int workers, uint64_t n) {
+  TempDir dir;
+  Ends ends = StartEnds(dir, n, workers);
+  std::vector<std::unique_ptr<Process>> stage;
+  for (int i = 0; i < workers; ++i) {
+    stage.push_back(std::make_unique<Process>(std::vector<std::string>{
+        BinaryPath("sluice-stage"), "--op", "token", "--threads", "2",
+        "--latency-ms", "2", "--in", ">" + ends.producer_out, "--out",
+        ">" + ends.sink_in}));
+  }
+  const bool done = ends.sink->Wait(std::chrono::minutes(5)) == 0;
+  ends.producer->Wait(std::chrono::minutes(1));
+  for (auto& p : stage) p->Signal(SIGTERM);
+  for (auto& p : stage) p->Wait(std::chrono::minutes(1));
+  auto report = nlohmann::json::parse(testing::ReadFile(dir.File("report.json")),
+                                      nullptr, false);
+  if (!done || report.is_discarded() || report["unique"].get<uint64_t>() != n) return 0;
+  return report["items_per_s"].get<double>();
+}
+
+// Flow control against latency-bound workers: the producer's limit must
+// keep each worker's threads busy while finished items wait for the sink's
+// next ack batch (20 ms). Capacity: 2 threads / 1 ms = 2,000 items/s per
+// worker (a little less in practice: a sleep overshoots).
+bool FlowBench(int runs) {
+  std::printf("flow: producer -> k token workers (--threads 2, 1 ms per item on "
+              "average) -> sink, acks on, default ack interval
+"
+              "  (goal: 1 worker >= 1,800 items/s, 2 workers >= 3,600)
+");
+  for (int workers : {1, 2}) {
+    std::vector<double> rates;
+    for (int r = 0; r < runs; ++r) {
+      rates.push_back(FlowRun(workers, 10000 * static_cast<uint64_t>(workers)));
+      if (rates.back() <= 0) {
+        std::fprintf(stderr, "flow run with %d workers did not complete exactly\n", workers);
+        return false;
+      }
+    }
+    std::printf("  %d worker%s: %6.0f items/s (runs: %.0f to %.0f); %.2f of capacity\n",
+                workers, workers == 1 ? " " : "s", Median(rates),
+                *std::min_element(rates.begin(), rates.end()),
+                *std::max_element(rates.begin(), rates.end()),
+                Median(rates) / (2000.0 * workers));
+  }
+  return true;
+}
+
 std::string Flag(int argc, char** argv, const std::string& name,
                  const std::string& fallback) {
   for (int i = 1; i + 1 < argc; ++i) {
@@ -704,7 +757,7 @@ std::string Commit() {
 constexpr char kUsage[] =
     "usage: sluice-bench [--items N] [--runs R] [--history FILE|off] "
     "[--scaling on|off] [--latency on|off] [--async on|off] [--api on|off]\n"
-    "       [--memory on|off] [--retry on|off]\n"
+    "       [--memory on|off] [--retry on|off] [--flow on|off]\n"
     "Runs the pipeline benchmarks (minutes) and prints their figures against\n"
     "yardsticks measured in the same run; appends a line to --history.\n";
 
@@ -713,7 +766,8 @@ constexpr char kUsage[] =
 std::optional<int> CheckArgs(int argc, char** argv) {
   static const std::set<std::string> kFlags = {
       "--role", "--upstream", "--items", "--interval-us", "--runs", "--history",
-      "--scaling", "--latency", "--async", "--api", "--memory", "--retry"};
+      "--scaling", "--latency", "--async", "--api", "--memory", "--retry",
+      "--flow"};
   for (int i = 1; i < argc; i += 2) {
     const std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
@@ -892,6 +946,7 @@ int Main(int argc, char** argv) {
                 *std::max_element(ratios.begin(), ratios.end()));
   }
   if (Flag(argc, argv, "--retry", "on") != "off" && !RetryBench(n, runs)) return 70;
+  if (Flag(argc, argv, "--flow", "on") != "off" && !FlowBench(runs)) return 70;
   long rss_large_kib = 0, rss_slow_kib = 0;
   if (Flag(argc, argv, "--memory", "on") != "off") {
     const auto memory = MemoryTable(100000, 20000);

@@ -464,37 +464,40 @@ TEST(Cli, MetricsAddressThatCannotBeServedExits69) {
 // 4,000 items of 8 KiB (32 MiB, more than the socket buffers and queues
 // between the producer and the worker hold), a worker at about 1,000
 // items/s, and --linger-ms 200, far shorter than the worker needs.
-// --heartbeat-ms 0: libzmq 4.3.4's heartbeat may abort a process here
-// (issue 21, 1), which is another fix's to cure.
+// Liveness (--heartbeat-ms) on and off: no process exits by a signal of its
+// own when the producer leaves first (issue 21, point 1).
 TEST(Pipeline, AcksOffWorkerSlowerThanTheProducerStillGetsTheWholeStream) {
-  constexpr int kItems = 4000;
-  TempDir dir;
-  {
-    std::ofstream input(dir.File("in.txt"));
-    for (int i = 0; i < kItems; ++i) {
-      input << "result_" << i << std::string(8192, ' ') << "\n";
+  for (const std::string heartbeat : {"1000", "0"}) {
+    SCOPED_TRACE("--heartbeat-ms " + heartbeat);
+    constexpr int kItems = 4000;
+    TempDir dir;
+    {
+      std::ofstream input(dir.File("in.txt"));
+      for (int i = 0; i < kItems; ++i) {
+        input << "result_" << i << std::string(8192, ' ') << "\n";
+      }
     }
+    auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--output",
+                                      dir.File("out.txt"), "--report",
+                                      dir.File("report.json"), "--progress", "off",
+                                      "--acks", "off", "--heartbeat-ms", heartbeat,
+                                      "--idle-timeout", "20"});
+    std::string sink_in = sink->WaitReady()["in"];
+    auto producer = Start("sluice-producer",
+                          {"--out", "@tcp://127.0.0.1:*", "--input", dir.File("in.txt"),
+                           "--peers", "1", "--acks", "off", "--linger-ms", "200",
+                           "--heartbeat-ms", heartbeat});
+    std::string producer_out = producer->WaitReady()["out"];
+    auto worker = Start("sluice-stage", {"--op", "pass", "--threads", "1", "--latency-ms", "1",
+                                         "--in", ">" + producer_out, "--out", ">" + sink_in,
+                                         "--heartbeat-ms", heartbeat});
+    worker->WaitReady();
+    EXPECT_EQ(producer->Wait(kJobTimeout), 0) << producer->err();
+    ASSERT_EQ(sink->Wait(kJobTimeout), 0) << sink->err();
+    ExpectCompleteExactly(ReadReport(dir.File("report.json")), kItems);
+    worker->Signal(SIGTERM);
+    EXPECT_EQ(worker->Wait(std::chrono::seconds(30)), 0) << worker->err();
   }
-  auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--output",
-                                    dir.File("out.txt"), "--report",
-                                    dir.File("report.json"), "--progress", "off",
-                                    "--acks", "off", "--heartbeat-ms", "0",
-                                    "--idle-timeout", "20"});
-  std::string sink_in = sink->WaitReady()["in"];
-  auto producer = Start("sluice-producer",
-                        {"--out", "@tcp://127.0.0.1:*", "--input", dir.File("in.txt"),
-                         "--peers", "1", "--acks", "off", "--linger-ms", "200",
-                         "--heartbeat-ms", "0"});
-  std::string producer_out = producer->WaitReady()["out"];
-  auto worker = Start("sluice-stage", {"--op", "pass", "--threads", "1", "--latency-ms", "1",
-                                       "--in", ">" + producer_out, "--out", ">" + sink_in,
-                                       "--heartbeat-ms", "0"});
-  worker->WaitReady();
-  EXPECT_EQ(producer->Wait(kJobTimeout), 0) << producer->err();
-  ASSERT_EQ(sink->Wait(kJobTimeout), 0) << sink->err();
-  ExpectCompleteExactly(ReadReport(dir.File("report.json")), kItems);
-  worker->Signal(SIGTERM);
-  EXPECT_EQ(worker->Wait(std::chrono::seconds(30)), 0) << worker->err();
 }
 
 TEST(Pipeline, ProducerEmitsOneItemPerLineOfStdin) {
