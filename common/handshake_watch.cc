@@ -202,6 +202,10 @@ void HandshakeWatch::OnEvent(Watched& watched, uint16_t event, uint32_t value,
         --watched.failed_open;
       } else if (watched.peers_now > 0) {
         --watched.peers_now;
+        // A peer that left, or that liveness (--heartbeat-ms) dropped.
+        spdlog::info("peer.lost {} {}: a connected peer closed or fell silent "
+                     "({} still connected)",
+                     watched.info.name, address, watched.peers_now);
       }
       break;
     default: {  // A failed handshake.

@@ -19,7 +19,8 @@
 //    address, not the peer's: refused client keys are logged with the
 //    peer's address by the ZAP handler (common/curve.h).
 //  - The peers that completed the handshake and are still connected are
-//    tallied per socket, for WaitForPeers (common/socket.h).
+//    tallied per socket, for WaitForPeers (common/socket.h); one that goes
+//    away (it closed, or liveness dropped it) is logged as peer.lost.
 //
 // A connection that fails its handshake reports the failure and then its
 // disconnect, one right after the other (the contexts here have one I/O

@@ -120,7 +120,7 @@ TEST(AcrossHosts, WorkerHostLinkCutAndRestoredMidStreamCompletesExactly) {
 // Issue 11, point 2: a token worker's host falls silent for good (every
 // packet dropped, no reset). The producer replays what it held through the
 // other host, and the job completes within the bound of docs/guarantees.md (60
-// s after the loss; about 10 s here). Heartbeats (--heartbeat-ms) drop the
+// s after the loss; about 10 s here). Liveness (--heartbeat-ms) drops the
 // silent connections after 5 s; the replay itself does not wait for them
 // (the producer's window resends on its retransmit timer, and PUSH stops
 // feeding a pipe that stopped draining), so this passes with them off too.
@@ -132,6 +132,15 @@ TEST(AcrossHosts, WorkerHostFallingSilentIsDroppedAndTheJobCompletes) {
   ASSERT_TRUE(WaitUntilBusy(*job.token[0], "processed_0_token"));
   ASSERT_TRUE(job.sink->running());
   ASSERT_TRUE(job.lab.DropPackets(kTokenHostA)) << "iptables is needed (make deps installs it)";
+  // Liveness drops the silent host's connections after about 5 x
+  // --heartbeat-ms (5 s): both ends say so within three times that.
+  auto lost = [](const std::string&, const std::string& err) {
+    return err.find("peer.lost") != std::string::npos;
+  };
+  EXPECT_TRUE(job.token[0]->WaitForOutput(lost, std::chrono::seconds(15)))
+      << "the silent host's worker kept its connections: " << job.token[0]->err();
+  EXPECT_TRUE(job.producer->WaitForOutput(lost, std::chrono::seconds(15)))
+      << "the producer kept its connection to the silent host: " << job.producer->err();
   EXPECT_EQ(job.producer->Wait(std::chrono::seconds(60)), 0)
       << "not complete 60 s after a worker host fell silent: " << job.producer->err();
   EXPECT_GT(job.producer->LastCounters()["retransmits"].get<int>(), 0);
