@@ -712,10 +712,8 @@ double FlowRun(int workers, uint64_t n) {
 // worker (a little less in practice: a sleep overshoots).
 bool FlowBench(int runs) {
   std::printf("flow: producer -> k token workers (--threads 2, 1 ms per item on "
-              "average) -> sink, acks on, default ack interval
-"
-              "  (goal: 1 worker >= 1,800 items/s, 2 workers >= 3,600)
-");
+              "average) -> sink, acks on, default ack interval\n"
+              "  (goal: 1 worker >= 1,800 items/s, 2 workers >= 3,600)\n");
   for (int workers : {1, 2}) {
     std::vector<double> rates;
     for (int r = 0; r < runs; ++r) {
