@@ -72,5 +72,7 @@ check "the sink exits 0 ($code)" test "$code" = 0
 check "the report is exact (replays counted as duplicates)" report_is_exact "$OUT/report.json" "$N" dups
 check "the ordered output is exact" lines_are_results "$OUT/results.txt" "$N"
 producer=$(compose ps -q producer)
-check "the producer exits 0 (everything acknowledged)" test "$(timeout 120 docker wait "$producer")" = 0
+producer_code=$(timeout 120 docker wait "$producer")
+check "the producer exits 0 (everything acknowledged; got '$producer_code')" test "$producer_code" = 0
+[ "$producer_code" = 0 ] || docker logs --tail 40 "$producer" 2>&1 | sed 's/^/  producer| /'
 finish
