@@ -22,6 +22,16 @@ constexpr double kTargetWaitPerOpTime = 4;
 // ack idles (one worker of 2 threads, 1 ms per item, 20 ms between acks:
 // a target of 4 x the op time gave 938 items/s of 2,000).
 constexpr double kTargetWaitPerAckGap = 1;
+// Queueing that no stage measures (a sink slower than the stages, frames
+// piling up in socket buffers) shows as round trips longer than the
+// shortest recent one. The limit keeps that excess under this much: far
+// below the minimum RTO, so that however the queue splits over parallel
+// paths, an item on the slowest path is not taken for lost; and above what
+// a pipeline of cheap ops needs to stay busy (measured: the zero-latency
+// chain's round trip is about 13 ms at 40,000 items outstanding).
+constexpr double kMaxExcessRttUs = 100'000;
+// The shortest round trip is the least of this period and the one before.
+constexpr auto kMinRttPeriod = std::chrono::seconds(10);
 // Released slots keep payload buffers up to this size for the next item.
 constexpr size_t kKeptPayloadBytes = 256;
 
@@ -37,7 +47,7 @@ InflightWindow::InflightWindow(size_t capacity,
     : capacity_(capacity), options_(options), ring_(capacity), flow_(flow),
       limit_(static_cast<double>(std::clamp(flow.initial_limit, size_t{1}, capacity))),
       last_progress_(Clock::now()) {
-  rtt_period_start_ = round_start_ = last_dsack_ = last_progress_;
+  rtt_period_start_ = rtt_min_period_start_ = round_start_ = last_dsack_ = last_progress_;
 }
 
 size_t InflightWindow::room() const {
@@ -111,9 +121,25 @@ void InflightWindow::NoteRtt(Clock::duration sample, Clock::time_point now) {
     rtt_period_start_ = now;
   }
   rtt_max_now_ = std::max(rtt_max_now_, sample);
+  if (now - rtt_min_period_start_ >= kMinRttPeriod) {
+    rtt_min_before_ = rtt_min_now_;
+    rtt_min_now_.reset();
+    rtt_min_period_start_ = now;
+  }
+  if (!rtt_min_now_ || sample < *rtt_min_now_) rtt_min_now_ = sample;
+}
+
+double InflightWindow::ExcessRttUs(double rtt_ms) const {
+  std::optional<Clock::duration> shortest = rtt_min_now_;
+  if (rtt_min_before_ && (!shortest || *rtt_min_before_ < *shortest)) {
+    shortest = rtt_min_before_;
+  }
+  if (!shortest) return 0;
+  return std::max(0.0, rtt_ms - Ms(*shortest)) * 1000;
 }
 
 void InflightWindow::Adapt(const AckMessage& ack, size_t released,
+                           std::optional<Clock::duration> sample,
                            Clock::time_point now) {
   // D-SACK: a duplicate reached the sink. If we resent anything, a resend
   // was needless: wait longer before the next (once per round trip).
@@ -158,11 +184,15 @@ void InflightWindow::Adapt(const AckMessage& ack, size_t released,
                                   ack_gap_us_ * kTargetWaitPerAckGap});
   const double capacity = static_cast<double>(capacity_);
   const double floor = static_cast<double>(std::max(flow_.min_limit, flow_.peers));
+  const double excess = have_rtt_ ? ExcessRttUs(srtt_ms_) : 0;
 
   // Slow start: grow by what each ack releases (doubling per round trip)
-  // until items start to wait.
+  // until items start to wait, or a round trip (this ack's, not yet the
+  // smoothed one, which lags while a queue builds) says they queue.
   if (slow_start_) {
-    if (queued_us_ <= target) {
+    const double latest = sample ? ExcessRttUs(Ms(*sample)) : 0;
+    if (queued_us_ <= target && excess <= kMaxExcessRttUs &&
+        latest <= kMaxExcessRttUs) {
       limit_ = std::min(capacity, limit_ + static_cast<double>(released));
     } else {
       slow_start_ = false;
@@ -173,18 +203,17 @@ void InflightWindow::Adapt(const AckMessage& ack, size_t released,
   const double round_ms = std::max(10.0, have_rtt_ ? srtt_ms_ : 0.0);
   const double elapsed_ms = Ms(now - round_start_);
   if (elapsed_ms < round_ms) return;
-  const double sample = static_cast<double>(round_released_) * 1000 / elapsed_ms;
-  rate_ = rate_ == 0 ? sample : 0.5 * rate_ + 0.5 * sample;
+  const double round_rate = static_cast<double>(round_released_) * 1000 / elapsed_ms;
+  rate_ = rate_ == 0 ? round_rate : 0.5 * rate_ + 0.5 * round_rate;
   round_start_ = now;
   round_released_ = 0;
   if (slow_start_) return;
-  if (!have_timing_) {  // Nothing measured: nothing waits for a slow op.
-    limit_ = std::min(capacity, limit_ * 2);
-    return;
-  }
   // Little's law: items waiting = rate x wait. Move halfway to the target,
-  // at most halving or growing by half at a time.
-  const double step = 0.5 * rate_ * (target - queued_us_) / 1e6;
+  // at most halving or growing by half at a time. Of the two waits, that
+  // for slow ops (if any are timed) and the round trip's excess, the one
+  // that asks for fewer items outstanding wins.
+  double step = 0.5 * rate_ * (kMaxExcessRttUs - excess) / 1e6;
+  if (have_timing_) step = std::min(step, 0.5 * rate_ * (target - queued_us_) / 1e6);
   limit_ = std::clamp(limit_ + step, limit_ * 0.5, limit_ * 1.5);
   limit_ = std::clamp(limit_, std::min(floor, capacity), capacity);
 }
@@ -324,7 +353,7 @@ size_t InflightWindow::Ack(const AckMessage& ack, Clock::time_point now) {
         srtt_ms_ = 0.875 * srtt_ms_ + 0.125 * r;
       }
     }
-    Adapt(ack, released, now);
+    Adapt(ack, released, sample, now);
     if (released > 0) {
       last_progress_ = now;
       backoff_ = 0;

@@ -42,7 +42,10 @@
 // time between two acks: the limit counts items that are done and only
 // wait for the sink's next ack batch, and the workers must not run dry
 // while they do. Cheap ops are not timed: a pipeline of them sees no
-// waiting and gets the whole capacity.
+// waiting and gets the whole capacity, unless the round trip grows more
+// than 100 ms beyond the shortest recent one: then something downstream
+// (a slow sink) queues what the stages do not measure, and the limit moves
+// by the same law to hold that excess at 100 ms.
 //
 // The end-of-stream is an entry like the items (outside the capacity).
 //
@@ -176,8 +179,13 @@ class InflightWindow {
   Clock::duration Period() const;        // REQUIRES: mu_.
   // Updates the longest recent round trip with `sample`. REQUIRES: mu_.
   void NoteRtt(Clock::duration sample, Clock::time_point now);
-  // Flow control and D-SACK on an ack that released `released` entries.
+  // How much a round trip of `rtt_ms` exceeds the shortest recent one
+  // (us): queueing that no stage measured. REQUIRES: mu_.
+  double ExcessRttUs(double rtt_ms) const;
+  // Flow control and D-SACK on an ack that released `released` entries;
+  // `sample` is its longest first-transmission round trip, if any.
   void Adapt(const AckMessage& ack, size_t released,
+             std::optional<Clock::duration> sample,
              Clock::time_point now);    // REQUIRES: mu_.
 
   const size_t capacity_;
@@ -207,6 +215,10 @@ class InflightWindow {
   // period (each max(1 s, 8 x srtt) long).
   Clock::duration rtt_max_now_{}, rtt_max_before_{};  // Guarded by mu_.
   Clock::time_point rtt_period_start_;           // Guarded by mu_.
+  // Shortest first-transmission round trip in the current and the
+  // previous period (each 10 s long).
+  std::optional<Clock::duration> rtt_min_now_, rtt_min_before_;  // Guarded by mu_.
+  Clock::time_point rtt_min_period_start_;       // Guarded by mu_.
   int overdue_factor_ = 2;                       // Guarded by mu_.
   Clock::time_point last_dsack_;                 // Guarded by mu_.
   uint64_t duplicates_reported_ = 0;             // Guarded by mu_.

@@ -222,6 +222,53 @@ TEST(InflightWindow, FlowLimitGrowsWhileItemsBarelyWaitAndShrinksWhenTheyQueue) 
   EXPECT_GT(w.queued_us(), 400'000);  // What the acks said, smoothed.
 }
 
+// Cheap ops (untimed acks) and a slow sink: the stages report no waiting,
+// but the round trip grows as items queue in front of the sink. Once it is
+// more than 100 ms beyond the shortest, the limit falls; while it is not (a
+// busy chain of cheap ops), the limit climbs to the capacity.
+TEST(InflightWindow, RoundTripsGrowingPastTheShortestShrinkTheLimitOfUntimedOps) {
+  auto run = [](milliseconds queueing_per_round) {
+    InflightWindow w(40000, Options(), FlowOptions{.initial_limit = 1024});
+    auto t = Clock::now();
+    uint64_t next = 0;
+    milliseconds rtt(5);
+    for (int round = 0; round < 40; ++round) {
+      const uint64_t first = next;
+      const size_t n = w.room();
+      for (size_t i = 0; i < n; ++i) w.Add(DataItem(next++), t);
+      t += rtt;
+      w.Ack(AckOf(first, next), t);
+      rtt = std::min(rtt + queueing_per_round, milliseconds(600));
+    }
+    return w.limit();
+  };
+  EXPECT_EQ(run(milliseconds(0)), 40000u);  // 5 ms round trips: all of it.
+  EXPECT_LT(run(milliseconds(25)), 1024u);   // Up to 600 ms: held back.
+}
+
+// Slow start ends on the first ack whose round trip is more than 100 ms
+// beyond the shortest, not once the smoothed round trip catches up: while
+// a queue builds, the smoothed one lags by hundreds of milliseconds.
+TEST(InflightWindow, OneRoundTripFarBeyondTheShortestEndsSlowStart) {
+  InflightWindow w(40000, Options(), FlowOptions{.initial_limit = 64});
+  auto t = Clock::now();
+  uint64_t next = 0;
+  auto round = [&](milliseconds rtt) {
+    const uint64_t first = next;
+    const size_t n = w.room();
+    for (size_t i = 0; i < n; ++i) w.Add(DataItem(next++), t);
+    t += rtt;
+    w.Ack(AckOf(first, next), t);
+  };
+  round(milliseconds(5));
+  round(milliseconds(5));
+  EXPECT_EQ(w.limit(), 256u);  // Doubled twice.
+  round(milliseconds(150));
+  EXPECT_LT(w.limit(), 512u);  // Slow start is over: it would have doubled.
+  for (int i = 0; i < 5; ++i) round(milliseconds(5));
+  EXPECT_LT(w.limit(), 256u * 32);  // No longer doubling per round trip.
+}
+
 // The limit bounds Fitting(): what is beyond it waits for acks.
 TEST(InflightWindow, FittingStopsAtTheFlowLimit) {
   InflightWindow w(1000, Options(), FlowOptions{.initial_limit = 3});
