@@ -473,6 +473,7 @@ std::optional<RejectReason> DecodeAck(const void* data, size_t size,
   out.op_us = ack.op_us();
   out.timed_items = ack.timed_items();
   out.duplicates = ack.duplicates();
+  out.span = ack.span();
   switch (ack.answer()) {
     case wire::WELCOME:
       out.answer = HelloAnswer::kWelcome;
@@ -670,6 +671,7 @@ zmq::message_t FrameEncoder::EncodeAck(const AckMessage& ack) {
   body->set_op_us(ack.op_us);
   body->set_timed_items(ack.timed_items);
   body->set_duplicates(ack.duplicates);
+  body->set_span(ack.span);
   return Serialize();
 }
 

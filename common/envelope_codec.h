@@ -90,6 +90,7 @@ struct AckMessage {
   uint64_t op_us = 0;
   uint64_t timed_items = 0;
   uint64_t duplicates = 0;
+  uint64_t span = 0;  // On a WELCOME (Ack.span).
 };
 
 // Decodes an ack frame, with the same checks as DecodeFrame plus the ranges.

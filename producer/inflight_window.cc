@@ -44,7 +44,8 @@ double Ms(std::chrono::steady_clock::duration d) {
 InflightWindow::InflightWindow(size_t capacity,
                                const RetransmitOptions& options,
                                const FlowOptions& flow)
-    : capacity_(capacity), options_(options), ring_(capacity), flow_(flow),
+    : capacity_(capacity), options_(options), ring_(capacity),
+      span_(flow.span > 0 ? flow.span : capacity), flow_(flow),
       limit_(static_cast<double>(std::clamp(flow.initial_limit, size_t{1}, capacity))),
       last_progress_(Clock::now()) {
   rtt_period_start_ = rtt_min_period_start_ = round_start_ = last_dsack_ = last_progress_;
@@ -52,11 +53,11 @@ InflightWindow::InflightWindow(size_t capacity,
 
 size_t InflightWindow::room() const {
   std::lock_guard<std::mutex> lock(mu_);
-  const size_t span_room = capacity_ - static_cast<size_t>(next_ - base_);
+  const uint64_t span_room = span_ - (next_ - base_);
   const size_t limit = static_cast<size_t>(limit_);
   const size_t flow_room = limit > data_entries_ ? limit - data_entries_ : 0;
   if (bytes_ >= flow_.max_bytes) return 0;
-  return std::min(span_room, flow_room);
+  return static_cast<size_t>(std::min<uint64_t>(span_room, flow_room));
 }
 
 size_t InflightWindow::limit() const {
@@ -76,6 +77,10 @@ size_t InflightWindow::FrameItems(size_t batch_items) const {
 InflightWindow::Entry* InflightWindow::Find(uint64_t key) {
   if (key == kEndKey) return end_.outstanding ? &end_ : nullptr;
   if (key < base_ || key >= next_) return nullptr;
+  if (key < ring_lo_) {
+    auto it = stragglers_.find(key);
+    return it == stragglers_.end() ? nullptr : &it->second;
+  }
   Entry& e = ring_[key % capacity_];
   return e.outstanding ? &e : nullptr;
 }
@@ -114,19 +119,21 @@ InflightWindow::Clock::duration InflightWindow::Period() const {
           std::chrono::duration<double, std::milli>(8 * srtt_ms_)));
 }
 
-void InflightWindow::NoteRtt(Clock::duration sample, Clock::time_point now) {
+void InflightWindow::NoteRtt(const RttSamples& sample, Clock::time_point now) {
   if (now - rtt_period_start_ >= Period()) {
     rtt_max_before_ = rtt_max_now_;
     rtt_max_now_ = Clock::duration::zero();
     rtt_period_start_ = now;
   }
-  rtt_max_now_ = std::max(rtt_max_now_, sample);
+  rtt_max_now_ = std::max(rtt_max_now_, *sample.longest);
   if (now - rtt_min_period_start_ >= kMinRttPeriod) {
     rtt_min_before_ = rtt_min_now_;
     rtt_min_now_.reset();
     rtt_min_period_start_ = now;
   }
-  if (!rtt_min_now_ || sample < *rtt_min_now_) rtt_min_now_ = sample;
+  if (!rtt_min_now_ || *sample.shortest < *rtt_min_now_) {
+    rtt_min_now_ = sample.shortest;
+  }
 }
 
 double InflightWindow::ExcessRttUs(double rtt_ms) const {
@@ -139,7 +146,7 @@ double InflightWindow::ExcessRttUs(double rtt_ms) const {
 }
 
 void InflightWindow::Adapt(const AckMessage& ack, size_t released,
-                           std::optional<Clock::duration> sample,
+                           std::optional<Clock::duration> shortest,
                            Clock::time_point now) {
   // D-SACK: a duplicate reached the sink. If we resent anything, a resend
   // was needless: wait longer before the next (once per round trip).
@@ -184,13 +191,13 @@ void InflightWindow::Adapt(const AckMessage& ack, size_t released,
                                   ack_gap_us_ * kTargetWaitPerAckGap});
   const double capacity = static_cast<double>(capacity_);
   const double floor = static_cast<double>(std::max(flow_.min_limit, flow_.peers));
-  const double excess = have_rtt_ ? ExcessRttUs(srtt_ms_) : 0;
+  const double excess = have_rtt_ ? ExcessRttUs(floor_ms_) : 0;
 
   // Slow start: grow by what each ack releases (doubling per round trip)
   // until items start to wait, or a round trip (this ack's, not yet the
   // smoothed one, which lags while a queue builds) says they queue.
   if (slow_start_) {
-    const double latest = sample ? ExcessRttUs(Ms(*sample)) : 0;
+    const double latest = shortest ? ExcessRttUs(Ms(*shortest)) : 0;
     if (queued_us_ <= target && excess <= kMaxExcessRttUs &&
         latest <= kMaxExcessRttUs) {
       limit_ = std::min(capacity, limit_ + static_cast<double>(released));
@@ -229,7 +236,7 @@ size_t InflightWindow::Fitting(std::span<const Item> items) const {
   for (const Item& item : items) {
     if (!item.end_of_stream) {
       if (!base) base = item.seq;
-      if (item.seq - *base >= capacity_ || flow_room == 0) break;
+      if (item.seq - *base >= span_ || flow_room == 0) break;
       if (bytes + item.payload.size() > flow_.max_bytes &&
           (data_entries_ > 0 || n > 0)) {
         break;
@@ -253,8 +260,12 @@ void InflightWindow::AddOne(const Item& item, Clock::time_point now) {
   Entry* e = &end_;
   if (!item.end_of_stream) {
     key = item.seq;
-    assert(key >= next_ && key - base_ < capacity_);
-    if (data_entries_ == 0) base_ = key;
+    assert(key >= next_ && key - base_ < span_);
+    if (data_entries_ == 0) {
+      base_ = ring_lo_ = key;
+    } else if (key - ring_lo_ >= capacity_) {
+      MoveStragglers(key - capacity_ + 1);
+    }
     next_ = key + 1;
     e = &ring_[key % capacity_];
     ++data_entries_;
@@ -283,8 +294,19 @@ void InflightWindow::AddOne(const Item& item, Clock::time_point now) {
   sent_.push_back({now, key, 1, 1});
 }
 
+void InflightWindow::MoveStragglers(uint64_t lo) {
+  for (uint64_t seq = ring_lo_; seq < std::min(lo, next_); ++seq) {
+    Entry& e = ring_[seq % capacity_];
+    if (e.outstanding) {
+      stragglers_.emplace(seq, std::move(e));
+      e = Entry();
+    }
+  }
+  ring_lo_ = lo;
+}
+
 bool InflightWindow::Release(uint64_t key, Clock::time_point now,
-                             std::optional<Clock::duration>& sample) {
+                             RttSamples& sample) {
   Entry* found = Find(key);
   if (found == nullptr) return false;
   Entry& e = *found;
@@ -293,7 +315,8 @@ bool InflightWindow::Release(uint64_t key, Clock::time_point now,
   // nothing of theirs, and its ack nothing of their loss.
   if (e.attempts == 1 && key != kEndKey) {
     Clock::duration rtt = now - e.sent_at;
-    if (!sample || rtt > *sample) sample = rtt;
+    if (!sample.longest || rtt > *sample.longest) sample.longest = rtt;
+    if (!sample.shortest || rtt < *sample.shortest) sample.shortest = rtt;
     if (!latest_acked_sent_at_ || e.sent_at > *latest_acked_sent_at_) {
       latest_acked_sent_at_ = e.sent_at;
     }
@@ -310,7 +333,13 @@ bool InflightWindow::Release(uint64_t key, Clock::time_point now,
       e.payload.clear();
     }
     --data_entries_;
-    while (base_ < next_ && !ring_[base_ % capacity_].outstanding) ++base_;
+    if (key < ring_lo_) stragglers_.erase(key);
+    if (!stragglers_.empty()) {
+      base_ = stragglers_.begin()->first;
+    } else {
+      base_ = std::max(base_, ring_lo_);
+      while (base_ < next_ && !ring_[base_ % capacity_].outstanding) ++base_;
+    }
   }
   return true;
 }
@@ -319,12 +348,13 @@ size_t InflightWindow::Ack(const AckMessage& ack, Clock::time_point now) {
   size_t released = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    std::optional<Clock::duration> sample;
+    RttSamples sample;
     if (ack.complete) {
       released = data_entries_ + (end_.outstanding ? 1 : 0);
-      for (uint64_t seq = base_; seq < next_; ++seq) {
+      for (uint64_t seq = std::max(base_, ring_lo_); seq < next_; ++seq) {
         ring_[seq % capacity_] = Entry();
       }
+      stragglers_.clear();
       end_ = Entry();
       failures_.clear();
       bytes_ = 0;
@@ -333,27 +363,36 @@ size_t InflightWindow::Ack(const AckMessage& ack, Clock::time_point now) {
       sent_.clear();
     } else {
       for (const auto& [begin, end] : ack.ranges) {
-        // Only [base_, next_) can be outstanding: the window bounds the walk.
-        for (uint64_t seq = std::max(begin, base_); seq < std::min(end, next_);
-             ++seq) {
+        // Below the ring only stragglers can be outstanding; in it, only
+        // [ring_lo_, next_): the capacity bounds the walk.
+        for (auto it = stragglers_.lower_bound(begin);
+             it != stragglers_.end() && it->first < end;) {
+          const uint64_t seq = (it++)->first;  // Release() erases it.
+          released += Release(seq, now, sample);
+        }
+        for (uint64_t seq = std::max({begin, base_, ring_lo_});
+             seq < std::min(end, next_); ++seq) {
           released += Release(seq, now, sample);
         }
       }
       if (ack.end_of_stream) released += Release(kEndKey, now, sample);
     }
-    if (sample) {
-      NoteRtt(*sample, now);
-      double r = std::chrono::duration<double, std::milli>(*sample).count();
+    if (sample.longest) {
+      NoteRtt(sample, now);
+      const double r = Ms(*sample.longest);
+      const double shortest = Ms(*sample.shortest);
       if (!have_rtt_) {
         srtt_ms_ = r;
         rttvar_ms_ = r / 2;
+        floor_ms_ = shortest;
         have_rtt_ = true;
       } else {
         rttvar_ms_ = 0.75 * rttvar_ms_ + 0.25 * std::abs(srtt_ms_ - r);
         srtt_ms_ = 0.875 * srtt_ms_ + 0.125 * r;
+        floor_ms_ = 0.875 * floor_ms_ + 0.125 * shortest;
       }
     }
-    Adapt(ack, released, sample, now);
+    Adapt(ack, released, sample.shortest, now);
     if (released > 0) {
       last_progress_ = now;
       backoff_ = 0;
@@ -476,7 +515,12 @@ double InflightWindow::queued_us() const {
 std::string InflightWindow::DescribeOutstanding(size_t max_listed) const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<uint64_t> lowest;
-  for (uint64_t seq = base_; seq < next_ && lowest.size() < max_listed; ++seq) {
+  for (auto it = stragglers_.begin();
+       it != stragglers_.end() && lowest.size() < max_listed; ++it) {
+    lowest.push_back(it->first);
+  }
+  for (uint64_t seq = std::max(base_, ring_lo_);
+       seq < next_ && lowest.size() < max_listed; ++seq) {
     if (ring_[seq % capacity_].outstanding) lowest.push_back(seq);
   }
   std::string text = std::to_string(data_entries_) + " items";

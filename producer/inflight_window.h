@@ -49,6 +49,13 @@
 //
 // The end-of-stream is an entry like the items (outside the capacity).
 //
+// The span of seqs outstanding may exceed the capacity, up to what the sink
+// says it takes (FlowOptions::span): a few items held back, waiting in a
+// stage for a retry, must not hold the producer to `capacity` seqs per
+// backoff. The ring holds the newest `capacity` seqs; an item still
+// outstanding when the ring moves past it (a straggler) moves to a map.
+// The flow limit (<= capacity) still bounds the items outstanding.
+//
 // Thread safety: all methods may be called from any thread; the producer's
 // ack reader calls Ack(), its sending loop the rest.
 #ifndef SLUICE_PRODUCER_INFLIGHT_WINDOW_H_
@@ -58,6 +65,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -83,6 +91,9 @@ struct FlowOptions {
   size_t max_bytes = size_t{64} << 20;
   size_t min_limit = 8;
   size_t peers = 1;  // Workers the output feeds, as far as known (--peers).
+  // How far above the lowest unacknowledged seq items may be sent: the
+  // sink's word (Ack.span); 0 (unknown): the capacity.
+  uint64_t span = 0;
 };
 
 class InflightWindow {
@@ -95,8 +106,8 @@ class InflightWindow {
   InflightWindow& operator=(const InflightWindow&) = delete;
 
   // Data items that may still be added now: the flow limit minus the items
-  // outstanding, and at most the capacity minus the span from the lowest
-  // unacknowledged seq to the next one to add; 0 while the payloads
+  // outstanding, and at most the span (FlowOptions::span) minus that from
+  // the lowest unacknowledged seq to the next one to add; 0 while the payloads
   // outstanding reach FlowOptions::max_bytes.
   size_t room() const;
   // The flow limit: most data items outstanding now (<= capacity).
@@ -108,7 +119,7 @@ class InflightWindow {
   // How many of `items` (in increasing seq order), from the front, may be
   // added now: no more than the flow limit allows, and the span from the
   // lowest unacknowledged seq (or the first item's, if none is outstanding)
-  // must stay below the capacity, and the payloads within max_bytes (the
+  // must stay below FlowOptions::span, and the payloads within max_bytes (the
   // first item fits an empty window whatever its size). Matters when seqs
   // skip (a resumed stream), and for long items: room() alone counts a gap
   // as used and knows no sizes.
@@ -167,8 +178,13 @@ class InflightWindow {
   Entry* Find(uint64_t key);  // Outstanding entry or null. REQUIRES: mu_.
   Item ItemOf(uint64_t key, const Entry& e) const;  // REQUIRES: mu_.
   void AddOne(const Item& item, Clock::time_point now);  // REQUIRES: mu_.
+  // The longest and the shortest round trip of the first transmissions an
+  // ack released.
+  struct RttSamples {
+    std::optional<Clock::duration> longest, shortest;
+  };
   bool Release(uint64_t key, Clock::time_point now,
-               std::optional<Clock::duration>& sample);  // REQUIRES: mu_.
+               RttSamples& sample);  // REQUIRES: mu_.
   // The next moment something may be found lost. REQUIRES: mu_.
   std::optional<Clock::time_point> NextCheck();
   Clock::duration Rto() const;           // With backoff. REQUIRES: mu_.
@@ -177,23 +193,31 @@ class InflightWindow {
   void PruneSent();                      // REQUIRES: mu_.
   // Length of a period of the longest-RTT window: max(1 s, 8 x srtt).
   Clock::duration Period() const;        // REQUIRES: mu_.
-  // Updates the longest recent round trip with `sample`. REQUIRES: mu_.
-  void NoteRtt(Clock::duration sample, Clock::time_point now);
+  // Moves what is outstanding below `lo` out of the ring. REQUIRES: mu_.
+  void MoveStragglers(uint64_t lo);
+  // Updates the longest and the shortest recent round trip with an ack's.
+  // REQUIRES: mu_.
+  void NoteRtt(const RttSamples& sample, Clock::time_point now);
   // How much a round trip of `rtt_ms` exceeds the shortest recent one
   // (us): queueing that no stage measured. REQUIRES: mu_.
   double ExcessRttUs(double rtt_ms) const;
   // Flow control and D-SACK on an ack that released `released` entries;
-  // `sample` is its longest first-transmission round trip, if any.
+  // `shortest` is its shortest first-transmission round trip, if any.
   void Adapt(const AckMessage& ack, size_t released,
-             std::optional<Clock::duration> sample,
+             std::optional<Clock::duration> shortest,
              Clock::time_point now);    // REQUIRES: mu_.
 
   const size_t capacity_;
   const RetransmitOptions options_;
   mutable std::mutex mu_;
   std::condition_variable acked_;
-  // Seq s lives at ring_[s % capacity_] while base_ <= s < next_.
+  // Seq s lives at ring_[s % capacity_] while ring_lo_ <= s < next_
+  // (next_ - ring_lo_ <= capacity_), in stragglers_ while base_ <= s <
+  // ring_lo_ (only outstanding ones).
   std::vector<Entry> ring_;                      // Guarded by mu_.
+  std::map<uint64_t, Entry> stragglers_;         // Guarded by mu_.
+  uint64_t ring_lo_ = 0;                         // Guarded by mu_.
+  const uint64_t span_;  // Most seqs from base_ to next_.
   Entry end_;                                    // Guarded by mu_.
   uint64_t end_count_ = 0;  // The end-of-stream's count. Guarded by mu_.
   // Why the failed items among the outstanding ones failed, by seq.
@@ -208,6 +232,9 @@ class InflightWindow {
   // released or resent entries) are skipped lazily.
   std::deque<Sent> sent_;                        // Guarded by mu_.
   double srtt_ms_ = 0, rttvar_ms_ = 0;           // Guarded by mu_.
+  // Each ack's shortest round trip, smoothed: it grows when every item
+  // queues (a slow sink), not when a few are held back (retries).
+  double floor_ms_ = 0;                          // Guarded by mu_.
   bool have_rtt_ = false;                        // Guarded by mu_.
   // Send time of the most recently sent entry acked.
   std::optional<Clock::time_point> latest_acked_sent_at_;  // Guarded by mu_.

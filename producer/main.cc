@@ -48,9 +48,10 @@ int Main(int argc, const char* const argv[]) {
        "where to hear the sink's acks (> connects, @ binds, bare connects); "
        "'off': fire-and-forget, nothing is resent")
       ("window", po::value<int64_t>()->default_value(40000),
-       "most items in flight without an ack (a span of seqs, as in TCP); "
-       "the producer waits when full. Below rate x round trip it limits "
-       "throughput")
+       "most items in flight without an ack; the producer waits when full. "
+       "Below rate x round trip it limits throughput. Their seqs may span "
+       "as far as the sink takes (its --seen-window), so that a few items "
+       "waiting for a retry hold back nothing else")
       ("window-mib", po::value<int64_t>()->default_value(64),
        "most payload MiB in flight without an ack (the producer keeps a "
        "copy of each for replay); one item always goes")

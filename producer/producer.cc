@@ -396,6 +396,7 @@ struct HelloOutcome {
   bool answered = false;
   bool complete = false;  // The sink has the whole stream already.
   std::vector<std::pair<uint64_t, uint64_t>> held;  // Sorted, disjoint.
+  uint64_t span = 0;  // Ack.span: 0 if the sink did not say.
 };
 
 // Says hello on the ack socket (already connected and subscribed to the
@@ -446,6 +447,7 @@ StatusOr<HelloOutcome> SayHello(zmq::socket_t& socket, const StopSignal& stop,
       if (ack.answer == HelloAnswer::kWelcome) {
         outcome.answered = true;
         outcome.complete = ack.complete;
+        outcome.span = ack.span;
         std::sort(outcome.held.begin(), outcome.held.end());
         return outcome;
       }
@@ -595,6 +597,7 @@ Status RunProducer(const ProducerOptions& options, StopSignal& stop,
   // socket is connected, so that the first acks are not missed.
   std::optional<zmq::socket_t> acks_socket;
   std::vector<std::pair<uint64_t, uint64_t>> held;  // The sink has these.
+  uint64_t span = 0;  // How far the sink takes items above its lowest missing.
   if (!options.acks.empty()) {
     SocketOptions ack_options = guards->For("acks");
     // A SUB socket only ever queues subscriptions; never wait on those.
@@ -637,6 +640,7 @@ Status RunProducer(const ProducerOptions& options, StopSignal& stop,
       return Status::Ok();
     }
     held = std::move(hello->held);
+    span = hello->span;
     if (!held.empty()) {
       uint64_t n = 0;
       for (const auto& [b, e] : held) n += e - b;
@@ -662,7 +666,8 @@ Status RunProducer(const ProducerOptions& options, StopSignal& stop,
     InflightWindow window(
         options.window, options.retransmit,
         FlowOptions{.max_bytes = options.window_bytes,
-                    .peers = static_cast<size_t>(std::max(1, options.wait_peers))});
+                    .peers = static_cast<size_t>(std::max(1, options.wait_peers)),
+                    .span = span});
     StopSignal acks_done;
     Status ack_status;
     auto ack_thread = StartThread("ack", [&, socket = std::move(*acks_socket)]() mutable {

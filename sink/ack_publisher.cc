@@ -115,6 +115,7 @@ Status AckPublisher::Answer(const std::string& stream, uint64_t epoch,
     ack.end_of_stream = last && all.end_of_stream;
     ack.complete = last && all.complete;
     ack.answer = last ? answer : HelloAnswer::kNone;
+    ack.span = last ? all.span : 0;
     Status s = Send(ack);
     if (!s.ok()) return s;
   } while (i < all.ranges.size());

@@ -51,8 +51,8 @@ int Main(int argc, const char* const argv[]) {
        "(only once this sink holds their locks)")
       ("seen-window", po::value<int64_t>()->default_value(1 << 20),
        "per stream, how far above its lowest missing seq an item may be; "
-       "further ones are refused and counted (keep it >= producers' "
-       "--window). Bounds the sink's memory per stream (window / 8 bytes)")
+       "further ones are refused and counted (it tells producers, who keep "
+       "within it). Bounds the sink's memory per stream (window / 8 bytes)")
       ("dead-letter", po::value<std::string>(),
        "write each failed item to FILE, one JSON object per line (payload, "
        "stream, seq, op, reason, detail, worker, attempts)")

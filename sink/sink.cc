@@ -223,6 +223,11 @@ class Accounting {
   // seq as ranges, and whether its end-of-stream came and it is complete.
   // Callers commit first, so that this never promises what a crash loses.
   void Describe(const std::string& stream, AckMessage& ack) const {
+    // How far above its lowest missing seq the stream's items are taken
+    // (and, ordered, buffered) without being refused or written early.
+    ack.span = options_.ordered
+                   ? std::min<uint64_t>(options_.seen_window, options_.reorder_capacity)
+                   : options_.seen_window;
     std::lock_guard<std::mutex> lock(mu_);
     auto it = by_id_.find(stream);
     if (it == by_id_.end()) return;

@@ -3,6 +3,7 @@
 // dead-letter file instead of being lost.
 #include <signal.h>
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -169,6 +170,31 @@ TEST(Ops, OnePercentTransientFailuresWithA500MsBackoffCompleteExactly) {
   nlohmann::json counters = chain.stages[0]->LastCounters();
   EXPECT_EQ(counters["retries_0_pass"], kItems / 100);  // seq % 100 == 0.
   EXPECT_EQ(counters["failed_0_pass"], 0);
+}
+
+// Issue 21, point 2: an item waiting for its retry holds back no other,
+// neither in the stage nor in the producer's window: with --window 1000,
+// seq 0 (which fails once, then waits 500 ms) is written after seq 1001,
+// which the producer could not send while 0 was unacknowledged if its
+// window's span, not only its count, were bounded by --window.
+TEST(Ops, AnItemWaitingForItsRetryHoldsBackNoOtherEvenInTheProducersWindow) {
+  constexpr int kItems = 20000;
+  Chain chain;
+  chain.Run({{"--op", "pass", "--pass-fail-percent", "1", "--retry-backoff-ms", "500"}},
+            {"--count", std::to_string(kItems), "--window", "1000", "--rto-min-ms", "5000"},
+            {});
+  ASSERT_EQ(chain.Finish(), 0) << chain.sink->err();
+  nlohmann::json report = chain.Report();
+  ExpectCompleteExactly(report, kItems);
+  std::vector<std::string> lines;
+  std::istringstream out(ReadFile(chain.dir.File("out.txt")));
+  for (std::string line; std::getline(out, line);) lines.push_back(line);
+  ASSERT_EQ(lines.size(), static_cast<size_t>(kItems));
+  const auto at = [&](const std::string& item) {
+    return std::find(lines.begin(), lines.end(), item) - lines.begin();
+  };
+  EXPECT_GT(at("0"), at("1001")) << "seq 0 was written before seq 1001";
+  EXPECT_EQ(chain.stages[0]->LastCounters()["retries_0_pass"], kItems / 100);
 }
 
 // Issue 7, point 3: a co-process that hangs is killed after --op-timeout-ms;

@@ -46,6 +46,43 @@ TEST(InflightWindow, RoomIsTheSpanFromTheLowestUnackedSeq) {
   EXPECT_TRUE(w.empty());
 }
 
+// When the sink says it takes items further above its lowest missing seq
+// (Ack.span), an item held back (waiting in a stage for a retry) leaves the
+// rest of the window usable: it moves out of the ring, is still resent as
+// sent and released by its ack, and only the span bounds how far on the
+// others go.
+TEST(InflightWindow, AnItemHeldBackDoesNotHoldTheOthersToTheCapacity) {
+  InflightWindow w(4, Options(), FlowOptions{.initial_limit = 4, .span = 10});
+  auto t = Clock::now();
+  uint64_t next = 0;
+  for (; next < 4; ++next) w.Add(DataItem(next), t);
+  // Seq 0 is held back; the others are acked, round after round.
+  for (int round = 0; round < 2; ++round) {
+    t += milliseconds(10);
+    w.Ack(AckOf(next - 3, next), t);
+    EXPECT_EQ(w.size(), 1u);
+    EXPECT_EQ(w.room(), 3u);  // The flow limit less seq 0.
+    for (int i = 0; i < 3; ++i, ++next) w.Add(DataItem(next), t);
+  }
+  // Seqs 0 and 7..9 are outstanding; the span (10) allows seq 9, no more.
+  t += milliseconds(10);
+  w.Ack(AckOf(7, 10), t);
+  EXPECT_EQ(w.room(), 0u);
+  EXPECT_EQ(w.DescribeOutstanding(5), "1 items (seq 0)");
+  std::vector<Item> out;
+  ASSERT_EQ(w.TakeExpired(t + milliseconds(1000), 10, out), 1u);  // The RTO.
+  EXPECT_EQ(out[0].seq, 0u);
+  EXPECT_EQ(out[0].payload, "p0");
+  w.Ack(AckOf(0, 1), t + milliseconds(1010));
+  EXPECT_TRUE(w.empty());
+  EXPECT_EQ(w.room(), 4u);
+  // Without the sink's word, the capacity is the span, as before.
+  InflightWindow narrow(4, Options(), FlowOptions{.initial_limit = 4});
+  for (uint64_t s = 0; s < 4; ++s) narrow.Add(DataItem(s), t);
+  narrow.Ack(AckOf(1, 4), t + milliseconds(10));
+  EXPECT_EQ(narrow.room(), 0u);
+}
+
 TEST(InflightWindow, EndOfStreamIsOutsideTheCapacityAndAckedByItsFlag) {
   InflightWindow w(1, Options());
   const auto t0 = Clock::now();
