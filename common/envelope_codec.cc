@@ -526,6 +526,21 @@ std::optional<std::pair<std::string, uint64_t>> ParseHelloTopic(
   return std::make_pair(std::move(stream), epoch);
 }
 
+constexpr std::string_view kDonePrefix("\0sluice-done", 12);
+
+std::string DoneTopic(std::string_view stream) {
+  std::string topic(kDonePrefix);
+  topic.append(stream);
+  return topic;
+}
+
+std::optional<std::string> ParseDoneTopic(std::string_view topic) {
+  if (topic.substr(0, kDonePrefix.size()) != kDonePrefix) return std::nullopt;
+  std::string stream(topic.substr(kDonePrefix.size()));
+  if (!ValidStreamId(stream)) return std::nullopt;
+  return stream;
+}
+
 std::optional<std::string> ParseAckTopic(std::string_view topic) {
   if (topic.size() < 5) return std::nullopt;
   std::string stream(topic.substr(4));

@@ -113,6 +113,15 @@ std::optional<std::pair<std::string, uint64_t>> ParseHelloTopic(std::string_view
 // Parses an AckTopic; nullopt if `topic` is not one.
 std::optional<std::string> ParseAckTopic(std::string_view topic);
 
+// The sink's word that `stream` is complete, for stages (--acks): a
+// message of exactly these bytes, published on the ack socket once the
+// completion is committed (and again to a later subscriber). Like the
+// hello, it starts with a zero byte, so no ack frame matches it, and a
+// stage's subscription is not taken for a producer's.
+std::string DoneTopic(std::string_view stream);
+// Parses a DoneTopic; nullopt if `topic` is not one (or its id is invalid).
+std::optional<std::string> ParseDoneTopic(std::string_view topic);
+
 // Packs items into frames. In steady state encoding allocates only the
 // frame itself.
 class FrameEncoder {

@@ -76,7 +76,8 @@ hub_out=$READY_out
 
 for ((i = 1; i <= RESULT_WORKERS; i++)); do
   start "result-$i" "$BIN/sluice-stage" --op result --threads "$RESULT_THREADS" \
-    --latency-ms "$RESULT_LATENCY_MS" --in ">$hub_out" --out ">$sink_in"
+    --latency-ms "$RESULT_LATENCY_MS" --in ">$hub_out" --out ">$sink_in" \
+    --acks ">$sink_acks"
 done
 
 # The producer binds first and waits for all token workers (--peers), so the

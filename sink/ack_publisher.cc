@@ -54,6 +54,7 @@ void AckPublisher::EndOfStreamTaken(const std::string& stream,
 void AckPublisher::Completed(const std::string& stream, Clock::time_point now) {
   if (!socket_) return;
   complete_.emplace(stream, subscribed_.count(stream) > 0);
+  done_.push_back(stream);
   Pending& p = Touch(stream, now);
   p.complete = true;
   p.end_of_stream = true;
@@ -66,7 +67,7 @@ bool AckPublisher::IsDue(const Pending& p, Clock::time_point now) const {
 }
 
 bool AckPublisher::Due(Clock::time_point now) const {
-  if (!answers_.empty()) return true;
+  if (!answers_.empty() || !done_.empty()) return true;
   for (const auto& [stream, p] : pending_) {
     if (IsDue(p, now)) return true;
   }
@@ -75,7 +76,7 @@ bool AckPublisher::Due(Clock::time_point now) const {
 
 std::optional<AckPublisher::Clock::time_point> AckPublisher::NextDue() const {
   std::optional<Clock::time_point> next;
-  if (!answers_.empty()) return Clock::now();
+  if (!answers_.empty() || !done_.empty()) return Clock::now();
   for (const auto& [stream, p] : pending_) {
     if (!p.since) continue;
     Clock::time_point due = p.urgent ? *p.since : *p.since + options_.interval;
@@ -165,6 +166,17 @@ Status AckPublisher::Publish(Clock::time_point now, bool all) {
     p = Pending();
     p.seqs = std::move(seqs);
   }
+  // After the acks: a stage that drops a done stream's items drops only
+  // what the sink has committed (Publish follows the commit).
+  for (const std::string& stream : done_) {
+    zmq::message_t frame(DoneTopic(stream));
+    try {
+      (void)socket_->send(frame, zmq::send_flags::dontwait);
+    } catch (const zmq::error_t& e) {
+      return Internal(std::string("publishing a completion: ") + e.what());
+    }
+  }
+  done_.clear();
   return Status::Ok();
 }
 
@@ -210,11 +222,12 @@ Status AckPublisher::ReadSubscriptions(Clock::time_point now) {
       const std::string topic(bytes + 1, message.size() - 1);
       std::optional<std::string> stream = ParseAckTopic(topic);
       auto hello = stream ? std::nullopt : ParseHelloTopic(topic);
-      if (!stream && !hello) {
+      auto done = stream || hello ? std::nullopt : ParseDoneTopic(topic);
+      if (!stream && !hello && !done) {
         counters_.rejected_subscriptions.Add();
         reject_log_.Warn("ignored a " + std::to_string(message.size()) +
-                         "-byte subscription that is neither an ack topic "
-                         "nor a hello");
+                         "-byte subscription that is neither an ack topic, "
+                         "a hello nor a completion");
         continue;
       }
       auto applied = topics_.find(topic);
@@ -241,6 +254,10 @@ Status AckPublisher::ReadSubscriptions(Clock::time_point now) {
       if (Status s = Apply(true, topic); !s.ok()) return s;
       if (hello) {
         Hello(hello->first, hello->second);
+        continue;
+      }
+      if (done) {  // A stage (--acks); it may have missed the completion.
+        if (complete_.count(*done)) done_.push_back(*done);
         continue;
       }
       if (subscribed_.size() < options_.max_topics) subscribed_[*stream] = true;

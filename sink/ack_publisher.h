@@ -141,6 +141,8 @@ class AckPublisher {
     HelloAnswer answer;
   };
   std::vector<Hail> answers_;  // Hellos to answer at the next Publish().
+  // Streams whose DoneTopic to publish at the next Publish().
+  std::vector<std::string> done_;
   RateLimitedLog reject_log_{"acks.subscription", std::chrono::seconds(1)};
   RateLimitedLog hello_log_{"acks.hello", std::chrono::seconds(1)};
 };

@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <unordered_set>
 
 #include "common/log.h"
 #include "common/socket.h"
@@ -30,6 +31,7 @@ nlohmann::json StageCounters::ToJson(const StageOptions& options) const {
     out["dropped_" + suffix] = ops[i].dropped.value();
     ops[i].AppendNamed(out, "_" + suffix);
   }
+  out["late_dropped"] = late_dropped.value();
   out["curve_refused"] = curve_refused.value();
   out["handshake_failed"] = handshake_failed.value();
   out["gauges"] = {{"held_items", held_items.value()}};
@@ -110,9 +112,9 @@ class StageIo {
  public:
   StageIo(const StageOptions& options, StopSignal& stop, StageCounters& counters,
           std::vector<std::unique_ptr<OpRunner>>& runners, Outbox& outbox,
-          zmq::socket_t& in, zmq::socket_t& out)
+          zmq::socket_t& in, zmq::socket_t& out, zmq::socket_t* acks)
       : options_(options), stop_(stop), counters_(counters), runners_(runners),
-        outbox_(outbox), in_(in), out_(out) {}
+        outbox_(outbox), in_(in), out_(out), acks_(acks) {}
 
   // Runs ops from `from` on `run` while they are cheap; submits it to the
   // first that is not. True if the chain is done with the run (the caller
@@ -144,7 +146,70 @@ class StageIo {
     zmq::message_t frame;
     size_t items;  // Data items, or 1 for an end-of-stream.
     bool end;
+    std::string stream;  // With --acks: its items' stream ("" if several).
   };
+
+  // With --acks: subscribes to the completion of the streams of `run` not
+  // yet watched, and drops its items of streams the sink reported complete.
+  void Watch(ItemRun& run) {
+    const std::string* last = nullptr;
+    for (const Item& item : run) {
+      if (last != nullptr && item.stream == *last) continue;
+      last = &item.stream;
+      if (watched_.size() >= kMaxWatched || watched_.count(item.stream) ||
+          complete_.count(item.stream)) {
+        continue;
+      }
+      acks_->set(zmq::sockopt::subscribe, DoneTopic(item.stream));
+      watched_.insert(item.stream);
+    }
+    if (complete_.empty()) return;
+    size_t kept = 0;
+    for (size_t i = 0; i < run.size(); ++i) {
+      if (complete_.count(run[i].stream)) continue;
+      if (kept != i) std::swap(run[kept], run[i]);
+      ++kept;
+    }
+    counters_.late_dropped.Add(run.size() - kept);
+    run.Truncate(kept);
+  }
+
+  // The stream of gather_[at, at + count), or "" if they are of several.
+  std::string FrameStream(size_t at, size_t count) const {
+    const std::string& first = gather_[at]->stream;
+    for (size_t i = at + 1; i < at + count; ++i) {
+      if (gather_[i]->stream != first) return "";
+    }
+    return first;
+  }
+
+  // Reads the sink's completions (DoneTopic); for each stream it reports
+  // complete, drops the frames of it waiting to be sent: the sink has
+  // committed every item already.
+  void ReadCompletions() {
+    zmq::message_t message;
+    while (acks_->recv(message, zmq::recv_flags::dontwait)) {
+      std::optional<std::string> stream = ParseDoneTopic(
+          std::string_view(static_cast<const char*>(message.data()), message.size()));
+      if (!stream || complete_.count(*stream)) continue;
+      if (complete_.size() >= kMaxWatched) complete_.clear();
+      complete_.insert(*stream);
+      if (watched_.erase(*stream) > 0) {
+        acks_->set(zmq::sockopt::unsubscribe, DoneTopic(*stream));
+      }
+      size_t dropped = 0;
+      std::erase_if(pending_, [&](const Pending& p) {
+        if (p.stream != *stream) return false;
+        dropped += p.items;
+        return true;
+      });
+      held_ -= dropped;
+      pending_items_ -= dropped;
+      counters_.late_dropped.Add(dropped);
+      spdlog::info("stream {}: complete at the sink; dropped {} items held for it",
+                   *stream, dropped);
+    }
+  }
 
   Status Loop() {
     const size_t capacity = HeldCapacity(options_);
@@ -176,11 +241,15 @@ class StageIo {
       }
       if (stopping && submitted_ == 0 && pending_.empty()) break;
       const bool receive = !stopping && room();
-      zmq::pollitem_t items[4];
+      zmq::pollitem_t items[5];
       int n = 0;
-      int in_at = -1, stop_at = -1;
+      int in_at = -1, stop_at = -1, acks_at = -1;
       const int outbox_at = n;
       items[n++] = {nullptr, outbox_.fd(), ZMQ_POLLIN, 0};
+      if (acks_ != nullptr) {
+        acks_at = n;
+        items[n++] = {acks_->handle(), 0, ZMQ_POLLIN, 0};
+      }
       if (receive) {
         in_at = n;
         items[n++] = {in_.handle(), 0, ZMQ_POLLIN, 0};
@@ -208,6 +277,7 @@ class StageIo {
         stopping = true;
         deadline = std::chrono::steady_clock::now() + options_.flags.send.drain_timeout;
       }
+      if (acks_at >= 0 && (items[acks_at].revents & ZMQ_POLLIN)) ReadCompletions();
       if (items[outbox_at].revents & ZMQ_POLLIN) {
         back.clear();
         outbox_.TakeAll(back);
@@ -223,6 +293,13 @@ class StageIo {
                            counters_.receive, reject_log)) {
             spare_.push_back(std::move(run));
             continue;
+          }
+          if (acks_ != nullptr) {
+            Watch(run);
+            if (run.empty()) {
+              spare_.push_back(std::move(run));
+              continue;
+            }
           }
           const size_t size = run.size();
           held_ += size;
@@ -250,13 +327,27 @@ class StageIo {
   // reuse.
   void Emit(std::span<ItemRun> runs) {
     gather_.clear();
+    size_t late = 0;
     for (const ItemRun& run : runs) {
-      for (const Item& item : run) gather_.push_back(&item);
+      for (const Item& item : run) {
+        // Done at the sink while the ops had it (--acks): a duplicate.
+        if (!complete_.empty() && complete_.count(item.stream)) {
+          ++late;
+          continue;
+        }
+        gather_.push_back(&item);
+      }
     }
+    held_ -= late;
+    counters_.late_dropped.Add(late);
+    size_t at = 0;  // The first item of the next frame, in gather_.
     (void)PackFrames(std::span<const Item* const>(gather_), options_.flags.send,
                      encoder_, [&](zmq::message_t f, size_t n_items, bool end) {
                        const size_t count = end ? 1 : n_items;
-                       pending_.push_back({std::move(f), count, end});
+                       std::string stream;
+                       if (acks_ != nullptr) stream = FrameStream(at, count);
+                       at += count;
+                       pending_.push_back({std::move(f), count, end, std::move(stream)});
                        pending_items_ += count;
                        return Status::Ok();
                      });
@@ -316,6 +407,12 @@ class StageIo {
   std::optional<std::chrono::steady_clock::time_point> blocked_since_;
   size_t submitted_ = 0;      // With the op threads.
   uint64_t unsent_ = 0;
+  // With --acks: the streams whose acks the stage subscribed to, and those
+  // the sink reported complete (at most kMaxWatched each).
+  static constexpr size_t kMaxWatched = 4096;
+  zmq::socket_t* acks_;
+  std::unordered_set<std::string> watched_;
+  std::unordered_set<std::string> complete_;
 };
 
 }  // namespace
@@ -346,7 +443,17 @@ Status RunStage(const StageOptions& options, StopSignal& stop,
                                           options.out, guards->For("out"));
   if (!out.ok()) return out.status();
 
-  StageIo io(options, stop, counters, runners, outbox, in->socket, out->socket);
+  std::optional<zmq::socket_t> acks;
+  if (!options.acks.empty()) {
+    SocketOptions ack_options = guards->For("acks");
+    ack_options.linger_ms = 0;  // A SUB socket only ever queues subscriptions.
+    StatusOr<OpenedSocket> sub = OpenSocket(context, zmq::socket_type::sub,
+                                            options.acks, ack_options);
+    if (!sub.ok()) return sub.status();
+    acks = std::move(sub->socket);
+  }
+  StageIo io(options, stop, counters, runners, outbox, in->socket, out->socket,
+             acks ? &*acks : nullptr);
   auto stop_runners = [&] {
     for (auto& runner : runners) runner->Close();
     for (auto& runner : runners) runner->Join();
@@ -369,6 +476,7 @@ Status RunStage(const StageOptions& options, StopSignal& stop,
   stop_runners();
   in->socket.close();
   out->socket.close();
+  if (acks) acks->close();
   guards->Stop();
   bool flushed = TerminateContext(context, options.flags.socket.linger_ms);
   if (!status.ok()) return status;

@@ -47,6 +47,9 @@ namespace sluice {
 struct StageOptions {
   std::vector<Endpoint> in;
   std::vector<Endpoint> out;
+  // The sink's ack socket(s), or empty: with them, the stage drops what it
+  // holds or receives of a stream the sink has reported complete.
+  std::vector<Endpoint> acks;
   std::vector<OpPlan> ops;  // At least one.
   CommonFlags flags;
   // Every flag as parsed, for the ops' own (OpContext::flags).
@@ -62,6 +65,9 @@ struct StageCounters {
   // ops, or waiting for the output). Near the stage's capacity: the stage
   // is the bottleneck, or what follows it is (see tx_blocked_us).
   Counter held_items;
+  // Items (and end-of-stream markers) of streams the sink had reported
+  // complete, dropped instead of sent (late duplicates; --acks).
+  Counter late_dropped;
   Counter curve_refused;  // CURVE clients refused (not in --curve-allow).
   Counter handshake_failed;  // Handshakes that failed (see the log for why).
   nlohmann::json ToJson(const StageOptions& options) const;

@@ -95,6 +95,11 @@ int Main(int argc, const char* const argv[]) {
        "input endpoint(s): @ binds, > connects, bare connects")
       ("out", po::value<std::string>()->default_value(">tcp://localhost:5558"),
        "output endpoint(s): @ binds, > connects, bare connects")
+      ("acks", po::value<std::string>()->default_value("off"),
+       "the sink's ack socket(s), as the producer's --acks: the stage then "
+       "drops what it holds or receives of a stream the sink reports "
+       "complete (late duplicates), so a stage whose sink has finished "
+       "stops at once instead of waiting --drain-timeout for nobody")
       ("op", po::value<std::string>()->default_value("pass"),
        "comma-separated chain of registered ops (listed above)")
       ("threads", po::value<std::string>(),
@@ -162,6 +167,7 @@ int Main(int argc, const char* const argv[]) {
   StageOptions opts;
   opts.in = read.Endpoints("in", Role::kConnect);
   opts.out = read.Endpoints("out", Role::kConnect);
+  opts.acks = read.Endpoints("acks", Role::kConnect, /*may_be_off=*/true);
   if (!read.status().ok()) return ReportUsageError(info.name, read.status().message());
 
   auto names = ParseNameList(vm["op"].as<std::string>(), "op");

@@ -48,6 +48,40 @@ TEST(StopPaths, SigintWhileWaitingForAcksExitsPromptlyWith75AndSaysHowToResume) 
       << producer->err();
 }
 
+// Issue 21, point 5: a stage whose sink has finished the stream and exited
+// holds a late duplicate that nobody will take. With --acks it heard the
+// sink report the stream complete, drops the duplicate (late_dropped), and
+// SIGTERM ends it at once with 0; without, it waits out --drain-timeout
+// and exits 69, as before.
+TEST(StopPaths, AStageThatHeardItsStreamCompleteDropsALateDuplicateAndStopsAtOnce) {
+  for (bool acks : {true, false}) {
+    SCOPED_TRACE(acks ? "stage with --acks" : "stage without --acks");
+    TempDir dir;
+    auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--output",
+                                      dir.File("out.txt"), "--progress", "off"});
+    auto sink_ready = sink->WaitReady();
+    Args stage_args = {"--in", "@tcp://127.0.0.1:*", "--out", ">" + sink_ready["in"],
+                       "--drain-timeout", "3", "--stats-interval", "0.05"};
+    if (acks) stage_args.insert(stage_args.end(), {"--acks", ">" + sink_ready["acks"]});
+    auto stage = Start("sluice-stage", stage_args);
+    const std::string stage_in = stage->WaitReady()["in"];
+    auto producer = Start("sluice-producer",
+                          {"--out", ">" + stage_in, "--acks", ">" + sink_ready["acks"],
+                           "--count", "2000", "--stream", "late"});
+    ASSERT_EQ(sink->Wait(kJobTimeout), 0) << sink->err();
+    ASSERT_EQ(producer->Wait(kJobTimeout), 0) << producer->err();
+    Injector late(stage_in);
+    late.Send(BatchFrame("late", {5}, "again_"));
+    ASSERT_TRUE(WaitUntilCounterAtLeast(*stage, "rx_items", 2001)) << stage->err();
+    if (acks) {
+      ASSERT_TRUE(WaitUntilCounterAtLeast(*stage, "late_dropped", 1)) << stage->err();
+    }
+    stage->Signal(SIGTERM);
+    EXPECT_EQ(stage->Wait(kPromptly), acks ? 0 : 69) << stage->err();
+    EXPECT_EQ(ReadFile(dir.File("out.txt")).find("again_"), std::string::npos);
+  }
+}
+
 TEST(StopPaths, GiveUpFiresWhenNothingIsConnectedDownstream) {
   auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*"});
   auto sink_ready = sink->WaitReady();

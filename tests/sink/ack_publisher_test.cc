@@ -28,7 +28,7 @@ class AckPublisherTest : public ::testing::Test {
     return sub;
   }
   // Reads subscriptions until every one `sub` has made so far is in: `sub`
-  // adds a marker that is neither an ack topic nor a hello, and the
+  // adds a marker that is neither an ack topic, a hello nor a completion, and the
   // publisher reads until it has refused that marker. One subscriber's
   // subscriptions travel in order through one pipe, so those made before
   // the marker have been read by then.
@@ -88,6 +88,35 @@ TEST_F(AckPublisherTest, BatchesTakenItemsIntoRangesAndSendsCompletionAtOnce) {
   EXPECT_EQ(ack->ranges, (std::vector<std::pair<uint64_t, uint64_t>>{{1, 4}, {7, 8}}));
   EXPECT_TRUE(ack->complete);
   EXPECT_EQ(counters_.acks_sent.value(), 1u);
+}
+
+// A stage's subscription to a stream's completion (DoneTopic) gets it once
+// published, and again if it subscribes after; it does not count as the
+// producer hearing the stream complete, which the sink waits for at exit.
+TEST_F(AckPublisherTest, CompletionReachesStagesWithoutStandingInForTheProducer) {
+  AckPublisher acks(&xpub_, AckOptions{}, counters_);
+  zmq::socket_t stage = Subscriber({DoneTopic("s")});
+  Settle(acks, stage);
+  auto now = Clock::now();
+  acks.Completed("s", now);
+  EXPECT_TRUE(acks.Due(now));
+  ASSERT_TRUE(acks.Publish(now, false).ok());
+  auto read = [](zmq::socket_t& sub) {
+    zmq::message_t message;
+    zmq::pollitem_t item = {sub.handle(), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, std::chrono::seconds(20));
+    if (!sub.recv(message, zmq::recv_flags::dontwait)) return std::string("(none)");
+    return message.to_string();
+  };
+  EXPECT_EQ(read(stage), DoneTopic("s"));
+  zmq::socket_t late = Subscriber({DoneTopic("s")});
+  Settle(acks, late);
+  ASSERT_TRUE(acks.Publish(Clock::now(), false).ok());
+  EXPECT_EQ(read(late), DoneTopic("s"));
+  // Nobody subscribed to the acks of "s": the producer has not heard.
+  auto missing = acks.AwaitSubscribers(Clock::now());
+  ASSERT_TRUE(missing.ok());
+  EXPECT_EQ(*missing, std::vector<std::string>{"s"});
 }
 
 TEST_F(AckPublisherTest, AckSumsTimeInStagesOfNewItemsAndCountsDuplicates) {
