@@ -54,10 +54,19 @@ InflightWindow::InflightWindow(size_t capacity,
 size_t InflightWindow::room() const {
   std::lock_guard<std::mutex> lock(mu_);
   const uint64_t span_room = span_ - (next_ - base_);
-  const size_t limit = static_cast<size_t>(limit_);
-  const size_t flow_room = limit > data_entries_ ? limit - data_entries_ : 0;
+  const size_t flow_room = FlowRoom();
   if (bytes_ >= flow_.max_bytes) return 0;
   return static_cast<size_t>(std::min<uint64_t>(span_room, flow_room));
+}
+
+size_t InflightWindow::FlowRoom() const {
+  // Stragglers wait (for a retry, mostly) without holding an op's thread:
+  // they are not what the limit bounds, but at most `capacity` of them are
+  // kept, so that the window's memory stays bounded.
+  if (stragglers_.size() >= capacity_) return 0;
+  const size_t counted = data_entries_ - stragglers_.size();
+  const size_t limit = static_cast<size_t>(limit_);
+  return limit > counted ? limit - counted : 0;
 }
 
 size_t InflightWindow::limit() const {
@@ -229,8 +238,7 @@ size_t InflightWindow::Fitting(std::span<const Item> items) const {
   std::lock_guard<std::mutex> lock(mu_);
   std::optional<uint64_t> base;
   if (data_entries_ > 0) base = base_;
-  const size_t limit = static_cast<size_t>(limit_);
-  size_t flow_room = limit > data_entries_ ? limit - data_entries_ : 0;
+  size_t flow_room = FlowRoom();
   size_t bytes = bytes_;
   size_t n = 0;
   for (const Item& item : items) {

@@ -54,7 +54,9 @@
 // stage for a retry, must not hold the producer to `capacity` seqs per
 // backoff. The ring holds the newest `capacity` seqs; an item still
 // outstanding when the ring moves past it (a straggler) moves to a map.
-// The flow limit (<= capacity) still bounds the items outstanding.
+// The flow limit (<= capacity) bounds the items outstanding in the ring;
+// stragglers, which wait without holding an op's thread, are bounded apart
+// (at most `capacity` of them).
 //
 // Thread safety: all methods may be called from any thread; the producer's
 // ack reader calls Ack(), its sending loop the rest.
@@ -193,6 +195,8 @@ class InflightWindow {
   void PruneSent();                      // REQUIRES: mu_.
   // Length of a period of the longest-RTT window: max(1 s, 8 x srtt).
   Clock::duration Period() const;        // REQUIRES: mu_.
+  // Data items the flow limit lets through now. REQUIRES: mu_.
+  size_t FlowRoom() const;
   // Moves what is outstanding below `lo` out of the ring. REQUIRES: mu_.
   void MoveStragglers(uint64_t lo);
   // Updates the longest and the shortest recent round trip with an ack's.

@@ -49,7 +49,7 @@ int Main(int argc, const char* const argv[]) {
       ("fresh", po::bool_switch(),
        "start anew: cut --output, --dead-letter and --state to nothing "
        "(only once this sink holds their locks)")
-      ("seen-window", po::value<int64_t>()->default_value(1 << 20),
+      ("seen-window", po::value<int64_t>()->default_value(1 << 22),
        "per stream, how far above its lowest missing seq an item may be; "
        "further ones are refused and counted (it tells producers, who keep "
        "within it). Bounds the sink's memory per stream (window / 8 bytes)")

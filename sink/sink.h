@@ -59,7 +59,7 @@ struct SinkOptions {
   // Start anew: cut --output, --dead-letter and --state to nothing.
   bool fresh = false;
   // Per stream, how far above its lowest missing seq an item may be.
-  uint64_t seen_window = uint64_t{1} << 20;
+  uint64_t seen_window = uint64_t{1} << 22;
   // Most time between commits of the state while items come in.
   std::chrono::milliseconds commit_interval{20};
   std::string report;             // Empty: no report file.

@@ -93,7 +93,7 @@ size_t HeldCapacity(const StageOptions& options) {
 }
 
 size_t WaitingCapacity(const StageOptions& options) {
-  return 64 * std::max<size_t>(options.flags.queue_capacity, 1);
+  return 256 * std::max<size_t>(options.flags.queue_capacity, 1);
 }
 
 namespace {

@@ -80,9 +80,10 @@ struct StageCounters {
 size_t HeldCapacity(const StageOptions& options);
 
 // Most items the stage holds waiting out a retry's backoff, on top of
-// HeldCapacity(): 64 x --queue (16,384 by default: 1% of 2 M items/s
-// waiting 500 ms is some 10,000). Past it the stage stops reading, as it
-// does when it holds --queue items otherwise.
+// HeldCapacity(): 256 x --queue (65,536 by default: 1% of 3 M items/s
+// waiting 500 ms is some 15,000, and 64 x held the job to 0.8 of its rate
+// without failures). Past it the stage stops reading, as it does when it
+// holds --queue items otherwise.
 size_t WaitingCapacity(const StageOptions& options);
 
 // Opens both sockets, prints "READY in=<addresses> out=<addresses>" on

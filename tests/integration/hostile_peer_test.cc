@@ -16,7 +16,8 @@ constexpr long kSinkBoundKib = 64 * 1024;
 // the lowest missing number is ever held.
 TEST(HostilePeer, ScatteredSequenceNumbersAreRefusedBeyondTheWindowAndMemoryStaysBounded) {
   auto sink = Start("sluice-sink", {"--in", "@tcp://127.0.0.1:*", "--streams", "0",
-                                    "--stats-interval", "0.1", "--acks", "off"});
+                                    "--stats-interval", "0.1", "--acks", "off",
+                                    "--seen-window", "1048576"});
   std::string in = sink->WaitReady()["in"];
   Injector injector(in);
   std::vector<uint64_t> seqs;

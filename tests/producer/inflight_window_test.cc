@@ -76,6 +76,15 @@ TEST(InflightWindow, AnItemHeldBackDoesNotHoldTheOthersToTheCapacity) {
   w.Ack(AckOf(0, 1), t + milliseconds(1010));
   EXPECT_TRUE(w.empty());
   EXPECT_EQ(w.room(), 4u);
+  // A straggler (outside the ring) does not count against the flow limit:
+  // it waits for its retry without holding an op's thread.
+  InflightWindow wide(4, Options(), FlowOptions{.initial_limit = 4, .span = 100});
+  for (uint64_t s = 0; s < 4; ++s) wide.Add(DataItem(s), t);
+  wide.Ack(AckOf(1, 4), t + milliseconds(10));
+  EXPECT_EQ(wide.room(), 3u);  // Seq 0 is still in the ring.
+  for (uint64_t s = 4; s < 7; ++s) wide.Add(DataItem(s), t);  // Moves 0 out.
+  wide.Ack(AckOf(4, 7), t + milliseconds(20));
+  EXPECT_EQ(wide.room(), 4u);
   // Without the sink's word, the capacity is the span, as before.
   InflightWindow narrow(4, Options(), FlowOptions{.initial_limit = 4});
   for (uint64_t s = 0; s < 4; ++s) narrow.Add(DataItem(s), t);
