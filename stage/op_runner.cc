@@ -286,6 +286,17 @@ class TaskQueue {
         claim.emplace();
         claim->retry = std::move(delayed_.back());
         delayed_.pop_back();
+        // Other groups due by now and as often tried go along, up to a
+        // chunk: items retried one by one would travel on as frames of one.
+        RetryGroup& group = *claim->retry;
+        const Clock::time_point now = Clock::now();
+        while (!delayed_.empty() && delayed_.front()->due <= now &&
+               delayed_.front()->attempts == group.attempts &&
+               group.items.size() + delayed_.front()->items.size() <= chunk) {
+          std::pop_heap(delayed_.begin(), delayed_.end(), Later);
+          for (Waiting& w : delayed_.back()->items) group.items.push_back(std::move(w));
+          delayed_.pop_back();
+        }
         break;
       }
       if (!tasks_.empty()) {
@@ -730,6 +741,14 @@ class SyncRunner : public OpRunner {
     waiting_.fetch_add(group->items.size(), std::memory_order_relaxed);
     group->due = std::chrono::steady_clock::now() +
                  RetryBackoff(plan_.backoff, group->attempts);
+    // Due times on a 1 ms grid (for backoffs of 8 ms and more): groups due
+    // within the same millisecond are then tried together, and their items
+    // leave as one run.
+    if (plan_.backoff >= std::chrono::milliseconds(8)) {
+      constexpr auto kGrid = std::chrono::milliseconds(1);
+      const auto since = group->due.time_since_epoch();
+      group->due += (kGrid - since % kGrid) % kGrid;
+    }
     tasks_.Delay(std::move(group));
   }
 
