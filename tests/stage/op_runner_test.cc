@@ -414,51 +414,63 @@ struct Forwarded {
   }
 };
 
+// FailsOnce on one thread with `backoff`, started; what it passes on goes
+// to `forwarded`.
+struct FailsOnceRunner {
+  explicit FailsOnceRunner(std::chrono::milliseconds backoff) {
+    OpPlan plan = PlanFor(definition, 1);
+    plan.backoff = backoff;
+    static const po::variables_map no_flags;
+    auto made = OpRunner::Create(plan, no_flags, counters);
+    EXPECT_TRUE(made.ok()) << made.status().message();
+    if (!made.ok()) return;
+    runner = std::move(*made);
+    EXPECT_TRUE(runner->Start(forwarded.Callback()).ok());
+  }
+  std::set<uint64_t> tried;
+  std::mutex tried_mu;
+  OpDefinition definition{.name = "fails_once", .make_item = [this](const OpContext&) {
+                            return StatusOr<std::unique_ptr<ItemOp>>(
+                                std::make_unique<FailsOnce>(&tried, &tried_mu));
+                          }};
+  OpCounters counters;
+  Forwarded forwarded;
+  std::unique_ptr<OpRunner> runner;  // Last: stopped before what it uses goes.
+};
+
 // Issue 21, part 2: a retry's backoff once slept on the thread that tried
 // the item, holding up the rest of its run and every run behind it (with a
 // cheap op, the whole stage). Now the item waits off that path: its run goes
 // on without it, later runs are not held, and it follows alone after its
 // backoff. One thread, so that a sleeping thread would hold everything.
 TEST(OpRunner, AnItemInRetryBackoffHoldsUpNeitherItsRunNorLaterRuns) {
-  std::set<uint64_t> tried;
-  std::mutex tried_mu;
-  OpDefinition fails_once{.name = "fails_once", .make_item = [&](const OpContext&) {
-                            return StatusOr<std::unique_ptr<ItemOp>>(
-                                std::make_unique<FailsOnce>(&tried, &tried_mu));
-                          }};
-  OpPlan plan = PlanFor(fails_once, 1);
   // Long enough that everything else is through long before it is due.
-  plan.backoff = std::chrono::milliseconds(2000);
-  static const po::variables_map no_flags;
-  OpCounters counters;
-  auto runner = OpRunner::Create(plan, no_flags, counters);
-  ASSERT_TRUE(runner.ok()) << runner.status().message();
-  Forwarded forwarded;
-  ASSERT_TRUE((*runner)->Start(forwarded.Callback()).ok());
+  FailsOnceRunner f(std::chrono::milliseconds(2000));
+  ASSERT_TRUE(f.runner);
   for (uint64_t first : {0, 5, 10}) {
     ItemRun run;
     for (uint64_t i = first; i < first + 5; ++i) {
       run.Append(DataItem(i, i == 2 ? "fail once" : "x"));
     }
-    (*runner)->Submit(std::move(run));
+    f.runner->Submit(std::move(run));
   }
   // Everything but seq 2 comes through while seq 2 waits for its retry.
-  ASSERT_TRUE(forwarded.WaitFor(14));
+  ASSERT_TRUE(f.forwarded.WaitFor(14));
   auto order = [&] {
-    std::lock_guard<std::mutex> lock(forwarded.mu);
+    std::lock_guard<std::mutex> lock(f.forwarded.mu);
     std::vector<uint64_t> seqs;
-    for (const auto& run : forwarded.runs) seqs.insert(seqs.end(), run.begin(), run.end());
+    for (const auto& run : f.forwarded.runs) seqs.insert(seqs.end(), run.begin(), run.end());
     return seqs;
   };
   EXPECT_EQ(order(), (std::vector<uint64_t>{0, 1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}));
-  EXPECT_EQ(counters.retries.value(), 1u);
+  EXPECT_EQ(f.counters.retries.value(), 1u);
   // Close() still finishes the retry: seq 2 follows, alone, succeeded.
-  (*runner)->Close();
-  (*runner)->Join();
+  f.runner->Close();
+  f.runner->Join();
   EXPECT_EQ(order().back(), 2u);
-  EXPECT_EQ(forwarded.runs.back(), std::vector<uint64_t>{2});
-  EXPECT_EQ(counters.processed.value(), 15u);
-  EXPECT_EQ(counters.failed.value(), 0u);
+  EXPECT_EQ(f.forwarded.runs.back(), std::vector<uint64_t>{2});
+  EXPECT_EQ(f.counters.processed.value(), 15u);
+  EXPECT_EQ(f.counters.failed.value(), 0u);
 }
 
 // Items retried one by one used to travel on as runs (then frames) of one
@@ -466,75 +478,51 @@ TEST(OpRunner, AnItemInRetryBackoffHoldsUpNeitherItsRunNorLaterRuns) {
 // Groups due within the same millisecond are now tried together: 200
 // single-item runs that each fail once come back in far fewer runs.
 TEST(OpRunner, RetriesDueTogetherAreTriedTogetherAndLeaveAsOneRun) {
-  std::set<uint64_t> tried;
-  std::mutex tried_mu;
-  OpDefinition fails_once{.name = "fails_once", .make_item = [&](const OpContext&) {
-                            return StatusOr<std::unique_ptr<ItemOp>>(
-                                std::make_unique<FailsOnce>(&tried, &tried_mu));
-                          }};
-  OpPlan plan = PlanFor(fails_once, 1);
-  plan.backoff = std::chrono::milliseconds(20);  // Due within 10-20 ms.
-  static const po::variables_map no_flags;
-  OpCounters counters;
-  auto runner = OpRunner::Create(plan, no_flags, counters);
-  ASSERT_TRUE(runner.ok()) << runner.status().message();
-  Forwarded forwarded;
-  ASSERT_TRUE((*runner)->Start(forwarded.Callback()).ok());
+  FailsOnceRunner f(std::chrono::milliseconds(20));  // Due within 10-20 ms.
+  ASSERT_TRUE(f.runner);
   constexpr uint64_t kItems = 200;
   for (uint64_t i = 0; i < kItems; ++i) {
     ItemRun run;
     run.Append(DataItem(i, "fail once"));
-    (*runner)->Submit(std::move(run));
+    f.runner->Submit(std::move(run));
   }
-  ASSERT_TRUE(forwarded.WaitFor(kItems));
-  (*runner)->Close();
-  (*runner)->Join();
-  EXPECT_EQ(counters.retries.value(), kItems);
-  EXPECT_EQ(counters.processed.value(), kItems);
+  ASSERT_TRUE(f.forwarded.WaitFor(kItems));
+  f.runner->Close();
+  f.runner->Join();
+  EXPECT_EQ(f.counters.retries.value(), kItems);
+  EXPECT_EQ(f.counters.processed.value(), kItems);
   // The backoffs spread over some 10 ms: a run per millisecond, about.
-  EXPECT_LT(forwarded.runs.size(), kItems / 4) << "retried items left one by one";
+  EXPECT_LT(f.forwarded.runs.size(), kItems / 4) << "retried items left one by one";
 }
 
 // The same for a cheap op run where its items are (the stage's I/O
 // thread): RunInline() returns at once without the item that needs a
 // retry, which the op's threads pass on after its backoff.
 TEST(OpRunner, RunInlineReturnsTheRunWithoutAnItemWaitingForItsRetry) {
-  std::set<uint64_t> tried;
-  std::mutex tried_mu;
-  OpDefinition fails_once{.name = "fails_once", .make_item = [&](const OpContext&) {
-                            return StatusOr<std::unique_ptr<ItemOp>>(
-                                std::make_unique<FailsOnce>(&tried, &tried_mu));
-                          }};
-  OpPlan plan = PlanFor(fails_once, 1);
-  plan.backoff = std::chrono::milliseconds(2000);
-  static const po::variables_map no_flags;
-  OpCounters counters;
-  auto runner = OpRunner::Create(plan, no_flags, counters);
-  ASSERT_TRUE(runner.ok()) << runner.status().message();
-  Forwarded forwarded;
-  ASSERT_TRUE((*runner)->Start(forwarded.Callback()).ok());
+  FailsOnceRunner f(std::chrono::milliseconds(2000));
+  ASSERT_TRUE(f.runner);
   ItemRun run;
   for (uint64_t i = 0; i < 5; ++i) run.Append(DataItem(i, i == 3 ? "fail once" : "x"));
-  ASSERT_TRUE((*runner)->RunInline(run));
+  ASSERT_TRUE(f.runner->RunInline(run));
   ASSERT_EQ(run.size(), 4u);
   for (size_t i = 0; i < run.size(); ++i) {
     EXPECT_EQ(run[i].seq, std::vector<uint64_t>({0, 1, 2, 4})[i]);
     EXPECT_EQ(run[i].payload, "x!");
   }
   {
-    std::lock_guard<std::mutex> lock(forwarded.mu);
-    EXPECT_EQ(forwarded.items, 0u);  // Still waiting for its backoff.
+    std::lock_guard<std::mutex> lock(f.forwarded.mu);
+    EXPECT_EQ(f.forwarded.items, 0u);  // Still waiting for its backoff.
   }
   ItemRun later;
   later.Append(DataItem(5, "x"));
-  ASSERT_TRUE((*runner)->RunInline(later));
+  ASSERT_TRUE(f.runner->RunInline(later));
   EXPECT_EQ(later.size(), 1u);
-  (*runner)->Close();
-  (*runner)->Join();
-  ASSERT_EQ(forwarded.runs.size(), 1u);
-  EXPECT_EQ(forwarded.runs[0], std::vector<uint64_t>{3});
-  EXPECT_EQ(counters.processed.value(), 6u);
-  EXPECT_EQ(counters.retries.value(), 1u);
+  f.runner->Close();
+  f.runner->Join();
+  ASSERT_EQ(f.forwarded.runs.size(), 1u);
+  EXPECT_EQ(f.forwarded.runs[0], std::vector<uint64_t>{3});
+  EXPECT_EQ(f.counters.processed.value(), 6u);
+  EXPECT_EQ(f.counters.retries.value(), 1u);
 }
 
 // Fails part "b" of a fanned-out item once; counts calls per payload.
